@@ -1,0 +1,225 @@
+"""Executors: how the B copies of Algorithm 1 are trained and scored, and how the best one is
+broadcast ("we broadcast the model parameters with the highest reward to each sample", §4.1).
+
+One interface (:class:`Executor`), several implementations:
+
+* ``sequential``: B persistent :class:`~lfs.task.TrainState` copies trained one after another.
+  The reference; runs any :class:`~lfs.task.Task`.
+* ``vectorized``: the B copies' parameters, buffers and optimizer state stacked along a leading
+  dimension and trained at once with ``torch.func.functional_call`` + ``vmap`` (each copy with
+  its own theta and its own minibatches). Needs a :class:`~lfs.task.SupervisedTask`. BatchNorm
+  running statistics are stacked buffers, updated per copy. The stacked parameters are plain
+  leaf tensors handed to the task's own optimizer: SGD/momentum/weight decay/Adam act
+  elementwise, so one optimizer over the stack is exactly B independent optimizers.
+* ``distributed`` (torch.distributed; a later issue) fits the same interface: each rank trains
+  its share of the B copies, ``train`` all-gathers rewards, ``broadcast`` sends the best state
+  from the rank that owns it.
+
+Broadcast policy. ``broadcast_optimizer=True`` (default) copies the best copy's optimizer
+(momentum / Adam moments) and scheduler state along with its weights, so that the next epoch
+continues the winning trajectory exactly. ``False`` copies the weights only and each copy keeps
+its own optimizer state, as the known public re-implementation does. A copy whose training failed
+(non-finite loss or parameters) always receives the full state, since its own is garbage.
+"""
+from __future__ import annotations
+
+import copy
+import math
+from typing import Sequence
+
+import torch
+import torch.nn as nn
+from torch import Tensor
+from torch.func import functional_call, vmap
+
+from .task import EpochStats, SupervisedTask, Task, TrainState
+
+EXECUTORS = ("sequential", "vectorized")
+
+
+class Executor:
+    """Trains and scores B copies of a task's state; keeps them between epochs."""
+
+    def setup(self, task: Task, B: int, state: TrainState) -> None:
+        """Make B copies of ``state`` (a freshly built state of ``task``)."""
+        raise NotImplementedError
+
+    def train(self, thetas: Tensor, epoch: int, seeds: Sequence[int]) -> tuple[Tensor, Tensor, list[EpochStats]]:
+        """Train copy i for one epoch with ``thetas[i]`` and data seed ``seeds[i]``; score it.
+
+        Returns ``(rewards, failed, stats)``: float64 rewards (NaN for failed copies), a bool mask
+        of failed copies, and per-copy :class:`EpochStats`.
+        """
+        raise NotImplementedError
+
+    def broadcast(self, best: int, failed: Tensor, with_optimizer: bool) -> None:
+        """Copy the best copy's state to every other copy (see module docstring)."""
+        raise NotImplementedError
+
+    def export(self, index: int) -> TrainState:
+        """An independent :class:`TrainState` (model, optimizer, scheduler) of copy ``index``."""
+        raise NotImplementedError
+
+
+def load_state(dst: TrainState, src: TrainState, with_optimizer: bool = True) -> None:
+    """Copy ``src``'s model (and optimizer, scheduler) state into ``dst`` without sharing tensors."""
+    dst.model.load_state_dict(src.model.state_dict())
+    if with_optimizer and src.optimizer is not None:
+        # load_state_dict keeps the very tensors it is given when dtype and device match:
+        # without a deep copy the copies would share (and jointly update) one momentum buffer.
+        dst.optimizer.load_state_dict(copy.deepcopy(src.optimizer.state_dict()))
+    if src.scheduler is not None:
+        dst.scheduler.load_state_dict(src.scheduler.state_dict())
+
+
+def clone_state(task: Task, src: TrainState) -> TrainState:
+    """A fresh ``task.make_state()`` loaded with ``src``'s state (the global RNG is untouched).
+
+    Built rather than ``copy.deepcopy``-ed: a deep copy loses the hook an LR scheduler installs on
+    its optimizer's ``step`` and may not handle arbitrary user objects.
+    """
+    with torch.random.fork_rng(devices=[]):
+        dst = task.make_state()
+    load_state(dst, src)
+    return dst
+
+
+class SequentialExecutor(Executor):
+    """The reference: a Python loop over B persistent states."""
+
+    def setup(self, task, B, state):
+        self.task = task
+        self.states = [state] + [clone_state(task, state) for _ in range(B - 1)]
+
+    def train(self, thetas, epoch, seeds):
+        B = len(self.states)
+        rewards = torch.full((B,), math.nan, dtype=torch.float64)
+        failed = torch.zeros(B, dtype=torch.bool)
+        stats = []
+        for i, st in enumerate(self.states):
+            s = self.task.train_epoch(st, thetas[i], epoch, int(seeds[i]))
+            stats.append(s)
+            r = self.task.reward(st) if s.finite else math.nan
+            if not math.isfinite(r):
+                failed[i] = True
+            else:
+                rewards[i] = r
+        return rewards, failed, stats
+
+    def broadcast(self, best, failed, with_optimizer):
+        src = self.states[best]
+        for i, st in enumerate(self.states):
+            if i != best:
+                load_state(st, src, with_optimizer or bool(failed[i]))
+
+    def export(self, index):
+        return clone_state(self.task, self.states[index])
+
+
+class VectorizedExecutor(Executor):
+    """All B copies in one stacked, vmapped forward/backward per step."""
+
+    def setup(self, task, B, state):
+        if not isinstance(task, SupervisedTask):
+            raise TypeError("the vectorized executor needs a SupervisedTask (model_fn, optimizer_fn, loss_fn, data); "
+                            f"got {type(task).__name__}: use executor='sequential'")
+        self.task, self.B = task, B
+        self.template = copy.deepcopy(state.model)
+        self.param_names = [n for n, _ in self.template.named_parameters()]
+        self.buffer_names = [n for n, _ in self.template.named_buffers()]
+        # Stack fresh copies (detached: stack_module_state's outputs cannot be updated in place).
+        self.params = {n: torch.stack([p.detach()] * B).clone().requires_grad_(p.requires_grad)
+                       for n, p in self.template.named_parameters()}
+        self.buffers = {n: torch.stack([b.detach()] * B).clone() for n, b in self.template.named_buffers()}
+        self.optimizer = task.optimizer_fn([self.params[n] for n in self.param_names])
+        self.scheduler = task.scheduler_fn(self.optimizer) if task.scheduler_fn is not None else None
+        if state.optimizer is not None and len(state.optimizer.state) > 0:
+            raise ValueError("the vectorized executor starts from a fresh optimizer; got one with state")
+
+        template, loss_fn, predict_fn = self.template, task.loss_fn, task.predict_fn
+
+        def train_loss(params, buffers, x, y, theta):
+            return loss_fn(functional_call(template, (params, buffers), (x,)), y, theta)
+
+        def predict(params, buffers, x):
+            return predict_fn(functional_call(template, (params, buffers), (x,)))
+
+        self._train_loss = vmap(train_loss)
+        self._predict = vmap(predict, in_dims=(0, 0, None))
+
+    def train(self, thetas, epoch, seeds):
+        task, B = self.task, self.B
+        thetas = torch.as_tensor(thetas)
+        alive = torch.ones(B, dtype=torch.bool)
+        total = torch.zeros(B, dtype=torch.float64)
+        steps = 0
+        self.template.train()
+        for batches in zip(*(task.train_batches(int(s)) for s in seeds)):
+            x = torch.stack([b[0] for b in batches])
+            y = torch.stack([b[1] for b in batches])
+            losses = self._train_loss(self.params, self.buffers, x, y, thetas)
+            alive &= torch.isfinite(losses.detach())
+            self.optimizer.zero_grad(set_to_none=True)
+            # Failed copies get no further gradient (their state is replaced at the broadcast).
+            torch.where(alive, losses, torch.zeros_like(losses)).sum().backward()
+            self.optimizer.step()
+            total += torch.where(alive, losses.detach(), torch.zeros_like(losses.detach())).double()
+            steps += 1
+        if self.scheduler is not None:
+            self.scheduler.step()
+        for n in self.param_names:
+            alive &= torch.isfinite(self.params[n].detach()).flatten(1).all(1)
+        rewards = torch.full((B,), math.nan, dtype=torch.float64)
+        scores = self._scores()
+        targets = torch.cat([y for _, y in task.val_batches()])
+        for i in range(B):
+            if alive[i]:
+                r = float(task.reward_fn(scores[i], targets))
+                rewards[i] = r if math.isfinite(r) else math.nan
+        failed = ~torch.isfinite(rewards)
+        stats = [EpochStats(loss=float(total[i] / max(steps, 1)) if alive[i] else math.nan,
+                            finite=bool(alive[i]), steps=steps) for i in range(B)]
+        return rewards, failed, stats
+
+    @torch.no_grad()
+    def _scores(self) -> Tensor:
+        self.template.eval()
+        return torch.cat([self._predict(self.params, self.buffers, x) for x, _ in self.task.val_batches()], dim=1)
+
+    @torch.no_grad()
+    def broadcast(self, best, failed, with_optimizer):
+        for t in list(self.params.values()) + list(self.buffers.values()):
+            t.copy_(t[best].clone().expand_as(t))
+        copy_rows = slice(None) if with_optimizer else failed  # failed copies always get it
+        for state in self.optimizer.state.values():
+            for v in state.values():
+                if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == self.B:
+                    v[copy_rows] = v[best].clone()
+
+    def export(self, index):
+        model = copy.deepcopy(self.template)
+        with torch.no_grad():
+            for n, p in model.named_parameters():
+                p.copy_(self.params[n][index])
+            for n, b in model.named_buffers():
+                b.copy_(self.buffers[n][index])
+        optimizer = self.task.optimizer_fn(model.parameters())
+        scheduler = self.task.scheduler_fn(optimizer) if self.task.scheduler_fn is not None else None
+        # Unstack the optimizer state of this copy (state keyed by position in the param list).
+        sd = self.optimizer.state_dict()
+        for key, state in sd["state"].items():
+            sd["state"][key] = {k: (v[index].clone() if isinstance(v, Tensor) and v.ndim > 0 and v.shape[0] == self.B else v)
+                                for k, v in state.items()}
+        optimizer.load_state_dict(sd)
+        if scheduler is not None:
+            scheduler.load_state_dict(self.scheduler.state_dict())
+        return TrainState(model, optimizer, scheduler)
+
+
+def make_executor(name: str) -> Executor:
+    """``"sequential"`` or ``"vectorized"``."""
+    if name == "sequential":
+        return SequentialExecutor()
+    if name == "vectorized":
+        return VectorizedExecutor()
+    raise ValueError(f"executor must be one of {EXECUTORS}, got {name!r}")

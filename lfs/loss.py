@@ -1,0 +1,148 @@
+"""The unified AM-LFS loss (Eq. 4, 10 and 16) and the shared "replace the target logit" core.
+
+Every loss of this project, AM-LFS and the margin baselines alike, is
+
+    L_i = -log tau( p_y^t ),   p_y^t = softmax of the logits where the target logit
+                               scale_y * cos(theta_y) is replaced by scale_y * t(cos(theta_y))
+
+with ``scale_ij = ||W_j|| ||x_i||`` (unnormalized head, Eq. 2) or a fixed ``s`` (normalized head).
+``-log p_y^t`` is computed by :func:`torch.nn.functional.cross_entropy` on the modified logits
+(fused log-softmax, stable at any number of classes), and ``log tau(p)`` is then evaluated in
+log space from ``log p`` (see :func:`log_tau`), so that ``tau = identity`` is *exactly* cross
+entropy even when ``p`` underflows float32 (``p ~ 1e-50`` is common with s = 64 and 10,575
+classes; a naive ``-log(clamp(tau(exp(log p))))`` saturates there).
+
+Everything here avoids data-dependent Python control flow and ``F.one_hot`` so that it runs
+under ``torch.func.vmap`` with one theta per vmapped model copy.
+
+tau(p) <= 0 (decided here; the paper assumes tau > 0 without enforcing it)
+--------------------------------------------------------------------------
+A sampled theta can make ``tau(p) = a_i p + b_i`` zero or negative for some p (any negative
+b_0^tau does, near p = 0), where ``-log tau`` is undefined. ``invalid_tau`` chooses:
+
+* ``"ignore"`` (default): an example whose tau(p) <= 0 gets the constant loss
+  ``-log(tau_floor)`` and **zero gradient**: the sampled loss simply does not train on it.
+  Examples with tau(p) > 0 keep their exact loss, however small tau is.
+* ``"nan"``: such an example's loss is NaN. The search loop treats a non-finite training loss as
+  a failed sample: it stops training it, gives it the lowest reward, and never selects it.
+
+Either way a sample whose training diverges (non-finite loss) fails and cannot win
+(see :mod:`lfs.search`).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from .search_space import TAU_DOMAIN, interval_index, split_theta, t_transform
+
+_REDUCTIONS = ("mean", "sum", "none")
+_INVALID_TAU = ("ignore", "nan")
+
+
+def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
+    """Apply ``reduction`` ("mean", "sum" or "none") to per-sample losses."""
+    if reduction == "mean":
+        return loss.mean()
+    if reduction == "sum":
+        return loss.sum()
+    if reduction == "none":
+        return loss
+    raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+
+
+def as_scale(scale, cos: Tensor) -> Tensor:
+    """The scale as a tensor broadcastable to ``cos`` (N x C): a number s (normalized head), an
+    N x 1 tensor ||x_i|| (weights normalized only) or an N x C tensor ||W_j|| ||x_i||."""
+    if isinstance(scale, Tensor):
+        return scale.to(dtype=cos.dtype)
+    return torch.as_tensor(float(scale), dtype=cos.dtype, device=cos.device)
+
+
+def gather_target(x: Tensor, target: Tensor) -> Tensor:
+    """``x[i, target[i]]`` for an N x C tensor x (vmap-safe)."""
+    return x.gather(-1, target.unsqueeze(-1)).squeeze(-1)
+
+
+def target_logit_cross_entropy(
+    logits: Tensor, target: Tensor, target_logit: Tensor, reduction: str = "none"
+) -> Tensor:
+    """``-log p_y^t``: cross entropy of ``logits`` with each row's target entry replaced by
+    ``target_logit`` (Eq. 4 / Eq. 10). The common core of every margin-based loss."""
+    modified = logits.scatter(-1, target.unsqueeze(-1), target_logit.unsqueeze(-1).to(logits.dtype))
+    return F.cross_entropy(modified, target, reduction=reduction)
+
+
+def log_tau(log_p: Tensor, theta: Tensor, invalid_tau: str = "ignore", tau_floor: float = 1e-12) -> Tensor:
+    """``log tau(p)`` from ``log p``, in log space.
+
+    With ``i`` the interval of ``p``, ``tau(p) = a p + b`` is a signed sum of two terms whose
+    log-magnitudes are ``u = log|a| + log p`` and ``v = log|b|``; with ``hi = max(u, v)`` and
+    ``d = min(u, v) - hi <= 0``::
+
+        log tau = hi + log1p(exp(d))      if both terms are >= 0
+        log tau = hi + log(-expm1(d))     if their signs differ and the larger one is positive
+        tau <= 0                          otherwise (handled by ``invalid_tau``)
+
+    For tau = identity (a = 1, b = 0) this returns ``log p`` exactly.
+    """
+    if invalid_tau not in _INVALID_TAU:
+        raise ValueError(f"invalid_tau must be one of {_INVALID_TAU}, got {invalid_tau!r}")
+    _, _, a_tau, b_tau = split_theta(theta)
+    M = a_tau.shape[-1]
+    idx = interval_index(log_p.exp(), M, TAU_DOMAIN)
+    a, b = a_tau[idx], b_tau[idx]
+
+    u = a.abs().log() + log_p  # log |a p|
+    v = b.abs().log()  # log |b|
+    a_pos, b_pos = a >= 0, b >= 0
+    u_wins = u >= v
+    hi = torch.maximum(u, v)
+    lo = torch.minimum(u, v)
+    hi_pos = torch.where(u_wins, a_pos, b_pos)
+    same_sign = a_pos == b_pos
+    # d = lo - hi is -inf when the smaller term vanishes and NaN when both do (hi = -inf).
+    valid = hi_pos & (hi > -math.inf) & (same_sign | (lo < hi))
+    d = torch.where(valid, lo - hi, torch.full_like(hi, -1.0))  # safe where invalid: no NaN grads
+    hi = torch.where(valid, hi, torch.zeros_like(hi))
+    # Each branch sees only inputs it is finite on, so the unused one cannot leak NaN gradients.
+    d_diff = torch.where(same_sign, torch.full_like(d, -1.0), d)
+    log_mix = torch.where(same_sign, torch.log1p(d.exp()), torch.log(-torch.expm1(d_diff)))
+    out = hi + log_mix
+    fill = math.log(tau_floor) if invalid_tau == "ignore" else math.nan
+    return torch.where(valid, out, torch.full_like(out, fill))
+
+
+def am_lfs_loss(
+    cos: Tensor,
+    target: Tensor,
+    theta: Tensor,
+    scale=1.0,
+    reduction: str = "mean",
+    invalid_tau: str = "ignore",
+    tau_floor: float = 1e-12,
+) -> Tensor:
+    """The unified AM-LFS loss ``-log tau(p_y^t)`` (Eq. 16).
+
+    Args:
+        cos: N x C cosines ``cos(theta_j)`` between features and class weights.
+        target: N class indices.
+        theta: ``[a_t, b_t, a_tau, b_tau]`` (4M,), see :mod:`lfs.search_space`.
+        scale: ``s`` (normalized head), or an N x 1 / N x C tensor of ``||W_j|| ||x_i||``.
+        reduction: "mean", "sum" or "none".
+        invalid_tau: what tau(p) <= 0 does ("ignore" or "nan"); see the module docstring.
+        tau_floor: the tau whose ``-log`` ignored examples report as their (constant) loss.
+
+    With ``theta = identity_theta(M)`` this equals ``F.cross_entropy(scale * cos, target)``.
+    """
+    theta = theta.to(cos.dtype)  # a float64 policy sample acts in the model's precision
+    scale = as_scale(scale, cos)
+    logits = scale * cos
+    cos_y = gather_target(cos, target)
+    scale_y = gather_target(scale.expand_as(cos), target)
+    nll = target_logit_cross_entropy(logits, target, scale_y * t_transform(cos_y, theta))
+    loss = -log_tau(-nll, theta, invalid_tau=invalid_tau, tau_floor=tau_floor)
+    return reduce_loss(loss, reduction)

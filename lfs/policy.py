@@ -1,0 +1,138 @@
+"""The Gaussian policy over theta and its REINFORCE update (Section 3.4, Eq. 19-20).
+
+``theta ~ N(mu, sigma I)`` (Eq. 19). The paper writes ``sigma I`` as the covariance and sets
+``sigma = 0.2``; many readers take sigma as the standard deviation instead. Both readings are
+supported through ``sigma_is``:
+
+* ``sigma_is="variance"`` (default, the paper's Eq. 19 literally): std = sqrt(0.2) ~ 0.447,
+* ``sigma_is="std"``: std = 0.2.
+
+Only mu is learned (sigma is fixed, "to simplify the problem"). With rewards ``R_i`` normalized
+to zero mean and unit variance over the B samples (Section 4.1), the REINFORCE gradient is
+
+    g = 1/B sum_i R_i grad_mu log g(theta_i; mu, sigma) = 1/B sum_i R_i (theta_i - mu) / var   (Eq. 20)
+
+Eq. 20 as printed is the plain ascent step ``mu <- mu + eta g`` (``optimizer="sgd"``); the
+paper's implementation details use Adam with lr 0.05 (``optimizer="adam"``, the default), which
+is fed ``-g`` as the gradient of the objective to minimize.
+"""
+from __future__ import annotations
+
+import copy
+import math
+
+import torch
+from torch import Tensor
+
+from .search_space import identity_theta, theta_dim
+
+SIGMA_IS = ("variance", "std")
+OPTIMIZERS = ("adam", "sgd")
+
+
+def normalize_rewards(rewards: Tensor, eps: float = 1e-12) -> Tensor:
+    """Rewards shifted to zero mean and scaled to unit variance over the B samples.
+
+    The population variance (divide by B) is used. If all rewards are equal (variance 0) the
+    result is all zeros: the samples carry no signal and mu does not move.
+    """
+    rewards = rewards.to(torch.float64)
+    centered = rewards - rewards.mean()
+    std = centered.pow(2).mean().sqrt()
+    if std <= eps:
+        return torch.zeros_like(centered)
+    return centered / std
+
+
+class GaussianPolicy:
+    """``N(mu, sigma I)`` over theta (4M values), mu initialized at the identity (cross entropy).
+
+    Args:
+        M: number of intervals of the search space.
+        sigma: the paper's sigma (0.2).
+        sigma_is: "variance" (Eq. 19 literally: covariance sigma I) or "std".
+        lr: learning rate of the mu optimizer (0.05).
+        optimizer: "adam" (the paper's implementation) or "sgd" (Eq. 20 literally).
+        mu: initial mean (defaults to the identity theta).
+    """
+
+    def __init__(self, M: int = 6, sigma: float = 0.2, sigma_is: str = "variance", lr: float = 0.05,
+                 optimizer: str = "adam", mu: Tensor | None = None):
+        if not (isinstance(sigma, (int, float)) and sigma > 0 and math.isfinite(sigma)):
+            raise ValueError(f"sigma must be a positive finite number, got {sigma!r}")
+        if sigma_is not in SIGMA_IS:
+            raise ValueError(f"sigma_is must be one of {SIGMA_IS}, got {sigma_is!r}")
+        if optimizer not in OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {OPTIMIZERS}, got {optimizer!r}")
+        if not lr > 0:
+            raise ValueError(f"lr must be > 0, got {lr!r}")
+        self.M, self.sigma, self.sigma_is = int(M), float(sigma), sigma_is
+        dim = theta_dim(M)
+        init = identity_theta(M, dtype=torch.float64) if mu is None else torch.as_tensor(mu, dtype=torch.float64)
+        if init.shape != (dim,):
+            raise ValueError(f"mu must have shape ({dim},) for M={M}, got {tuple(init.shape)}")
+        # mu is kept in float64: it accumulates many small Adam steps.
+        self.mu = init.clone().requires_grad_(True)
+        self.lr, self.optimizer_name = float(lr), optimizer
+        opt = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        self.optimizer = opt([self.mu], lr=self.lr)
+
+    @property
+    def variance(self) -> float:
+        return self.sigma if self.sigma_is == "variance" else self.sigma ** 2
+
+    @property
+    def std(self) -> float:
+        return math.sqrt(self.variance)
+
+    @property
+    def dim(self) -> int:
+        return self.mu.numel()
+
+    def sample(self, B: int, generator: torch.Generator | None = None) -> Tensor:
+        """B thetas (B x 4M, float64) drawn from ``N(mu, sigma I)``."""
+        noise = torch.randn(B, self.dim, generator=generator, dtype=torch.float64)
+        return self.mu.detach() + self.std * noise
+
+    def log_prob(self, thetas: Tensor) -> Tensor:
+        """``log g(theta; mu, sigma)`` per sample (differentiable w.r.t. mu)."""
+        diff = thetas.to(torch.float64) - self.mu
+        var = self.variance
+        return -0.5 * (diff.pow(2).sum(-1) / var + self.dim * math.log(2 * math.pi * var))
+
+    def reinforce_gradient(self, thetas: Tensor, rewards: Tensor) -> Tensor:
+        """``1/B sum_i R_i grad_mu log g(theta_i)`` with R the normalized rewards (Eq. 20)."""
+        R = normalize_rewards(torch.as_tensor(rewards))
+        diff = thetas.to(torch.float64) - self.mu.detach()
+        return (R[:, None] * diff).mean(0) / self.variance
+
+    def update(self, thetas: Tensor, rewards: Tensor) -> Tensor:
+        """One REINFORCE step on mu (ascent on the expected normalized reward); returns mu."""
+        thetas, rewards = torch.as_tensor(thetas), torch.as_tensor(rewards)
+        if thetas.ndim != 2 or thetas.shape[1] != self.dim or rewards.shape != (thetas.shape[0],):
+            raise ValueError(f"expected thetas (B, {self.dim}) and rewards (B,), got "
+                             f"{tuple(thetas.shape)} and {tuple(rewards.shape)}")
+        if not torch.isfinite(rewards).all():
+            raise ValueError("rewards must be finite (floor failed samples before the update)")
+        self.optimizer.zero_grad(set_to_none=True)
+        self.mu.grad = -self.reinforce_gradient(thetas, rewards)
+        self.optimizer.step()
+        return self.mu.detach().clone()
+
+    def state_dict(self) -> dict:
+        return {"mu": self.mu.detach().clone(), "sigma": self.sigma, "sigma_is": self.sigma_is,
+                "lr": self.lr, "optimizer_name": self.optimizer_name,
+                "optimizer": copy.deepcopy(self.optimizer.state_dict())}
+
+    def load_state_dict(self, state: dict) -> None:
+        for key in ("sigma", "sigma_is", "optimizer_name"):
+            if state[key] != getattr(self, key):
+                raise ValueError(f"policy state has {key}={state[key]!r}, this policy has {getattr(self, key)!r}")
+        with torch.no_grad():
+            self.mu.copy_(state["mu"])
+        # deep copy: load_state_dict would otherwise share (and mutate) the caller's Adam moments
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+
+    def __repr__(self) -> str:
+        return (f"GaussianPolicy(M={self.M}, sigma={self.sigma}, sigma_is={self.sigma_is!r}, "
+                f"lr={self.lr}, optimizer={self.optimizer_name!r})")
