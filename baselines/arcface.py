@@ -14,7 +14,9 @@ The fallback ``cos - m sin(m)`` keeps the target logit decreasing in theta when
 
 ``sin`` is computed safely: ``sqrt`` only ever sees positive arguments, and where
 ``1 - cos^2 <= 0`` (cos = +-1 or rounding beyond) ``sin = 0`` with zero gradient, so the
-gradient is finite everywhere (a plain ``sqrt(clamp(1 - cos^2, 0, 1))`` gives NaN at cos = +-1).
+gradient is finite everywhere (``sqrt(1 - cos^2)`` has an infinite derivative at cos = +-1, and
+whether ``sqrt(clamp(1 - cos^2, 0, 1))`` hides it depends on how ``clamp``'s backward treats
+its bound).
 """
 from __future__ import annotations
 
@@ -25,7 +27,7 @@ from torch import Tensor
 
 from lfs.heads import HeadLoss
 
-from ._margin import margin_cross_entropy
+from lfs.loss import margin_cross_entropy
 from .registry import register
 
 __all__ = ["arcface", "arcface_target_cosine", "ArcFaceLoss"]

@@ -13,8 +13,8 @@ __all__ = ["cross_entropy", "CrossEntropyLoss"]
 
 
 def cross_entropy(cos: Tensor, target: Tensor, scale=1.0, reduction: str = "mean") -> Tensor:
-    """Softmax cross entropy ``-log softmax(scale * cos)_y`` (the standard softmax loss,
-    e.g. Eq. 1 of Liu et al., ICML 2016, with ``f_j = ||W_j|| ||x|| cos(theta_j)``).
+    """Softmax cross entropy ``-log softmax(scale * cos)_y``: the standard softmax loss with
+    logits ``f_j = ||W_j|| ||x|| cos(theta_j)`` (as L-Softmax, Liu et al. ICML 2016, rewrites it).
 
     Args:
         cos: N x C cosines between features and class weights.

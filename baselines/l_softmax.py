@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lfs.heads import HeadLoss
 
-from ._margin import margin_cross_entropy
+from lfs.loss import margin_cross_entropy
 from .registry import register
 
 __all__ = ["chebyshev_cos_multiple", "psi", "psi_margin_loss", "l_softmax", "LSoftmaxLoss"]

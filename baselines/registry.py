@@ -13,6 +13,8 @@ Usage::
     @register("my_loss")            # on a function: ``fn`` is the decorated object
     def my_loss(cos, target, scale=1.0, reduction="mean"): ...
 
+    register("other", other_loss, module=OtherLoss)   # plain call
+
 The decorator returns the decorated object unchanged.
 """
 from __future__ import annotations
@@ -67,9 +69,10 @@ def _first_doc_paragraph(*objs) -> str:
     return ""
 
 
-def register(name: str, *, fn: Callable[..., Any] | None = None, module: type[nn.Module] | None = None,
+def register(name: str, obj=None, *, fn: Callable[..., Any] | None = None, module: type[nn.Module] | None = None,
              defaults: dict | None = None, description: str | None = None, reference: str = ""):
-    """Decorator registering a baseline loss under ``name``.
+    """Decorator registering a baseline loss under ``name``; ``register(name, obj, ...)``
+    registers ``obj`` at once (and returns it).
 
     Decorating a class (an ``nn.Module`` subclass) sets the module form, decorating anything else
     sets the functional form; the other form can be passed as ``fn=`` / ``module=``.
@@ -100,7 +103,7 @@ def register(name: str, *, fn: Callable[..., Any] | None = None, module: type[nn
         _REGISTRY[name] = entry
         return obj
 
-    return decorator
+    return decorator if obj is None else decorator(obj)
 
 
 def _qualname(obj) -> str | None:

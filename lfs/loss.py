@@ -76,6 +76,20 @@ def target_logit_cross_entropy(
     return F.cross_entropy(modified, target, reduction=reduction)
 
 
+def margin_cross_entropy(cos: Tensor, target: Tensor, scale, target_cosine, reduction: str = "mean") -> Tensor:
+    """``-log p_y^t`` after the target logit ``scale_y cos_y`` becomes ``scale_y target_cosine(cos_y)``
+    (Eq. 4): the margin losses' ``t`` (CosFace ``x - m``, ArcFace ``cos(arccos x + m)``, ...) and
+    AM-LFS's piecewise-linear ``t`` all go through here.
+
+    ``scale`` is a number, an N x 1 or an N x C tensor (see :func:`as_scale`).
+    """
+    scale = as_scale(scale, cos)
+    cos_y = gather_target(cos, target)
+    scale_y = gather_target(scale.expand_as(cos), target)
+    loss = target_logit_cross_entropy(scale * cos, target, scale_y * target_cosine(cos_y))
+    return reduce_loss(loss, reduction)
+
+
 def log_tau(log_p: Tensor, theta: Tensor, invalid_tau: str = "ignore", tau_floor: float = 1e-12) -> Tensor:
     """``log tau(p)`` from ``log p``, in log space.
 
@@ -139,10 +153,6 @@ def am_lfs_loss(
     With ``theta = identity_theta(M)`` this equals ``F.cross_entropy(scale * cos, target)``.
     """
     theta = theta.to(cos.dtype)  # a float64 policy sample acts in the model's precision
-    scale = as_scale(scale, cos)
-    logits = scale * cos
-    cos_y = gather_target(cos, target)
-    scale_y = gather_target(scale.expand_as(cos), target)
-    nll = target_logit_cross_entropy(logits, target, scale_y * t_transform(cos_y, theta))
+    nll = margin_cross_entropy(cos, target, scale, lambda cos_y: t_transform(cos_y, theta), reduction="none")
     loss = -log_tau(-nll, theta, invalid_tau=invalid_tau, tau_floor=tau_floor)
     return reduce_loss(loss, reduction)

@@ -618,6 +618,10 @@ def test_register_rejects_duplicate_name_and_returns_object():
         assert entry.description == "Another loss."
         with pytest.raises(ValueError, match="no module form"):
             entry.create(3, 2)
+        assert registry.register("_test_tmp2", other, module=CosFaceLoss, defaults={"m": 1.0}) is other
+        entry = baselines.get("_test_tmp2")
+        assert entry.fn is other and entry.module is CosFaceLoss and entry.defaults == {"m": 1.0}
     finally:
         registry._REGISTRY.pop("_test_tmp", None)
-    assert "_test_tmp" not in baselines.available()
+        registry._REGISTRY.pop("_test_tmp2", None)
+    assert "_test_tmp" not in baselines.available() and "_test_tmp2" not in baselines.available()
