@@ -141,8 +141,10 @@ class VectorizedExecutor(Executor):
         def train_loss(params, buffers, x, y, theta):
             return loss_fn(functional_call(template, (params, buffers), (x,)), y, theta)
 
+        eval_kwargs = task.eval_kwargs
+
         def predict(params, buffers, x):
-            return predict_fn(functional_call(template, (params, buffers), (x,)))
+            return predict_fn(functional_call(template, (params, buffers), (x,), eval_kwargs))
 
         self._train_loss = vmap(train_loss)
         self._predict = vmap(predict, in_dims=(0, 0, None))

@@ -188,7 +188,7 @@ class LossSearch:
             seconds=time.perf_counter() - start)
         self.history.append(record)
         self.epoch += 1
-        log.info("epoch %d: best reward %.4f (sample %d), %d failed, %.1fs", epoch, record.best_reward, chosen,
+        log.debug("epoch %d: best reward %.4f (sample %d), %d failed, %.1fs", epoch, record.best_reward, chosen,
                  int(failed.sum()), record.seconds)
         if self.on_epoch is not None:
             self.on_epoch(record)

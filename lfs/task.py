@@ -122,13 +122,15 @@ class SupervisedTask(Task):
         reward_fn: ``(scores of the whole validation split, targets) -> float`` (default accuracy).
         augment_fn: ``(inputs, generator) -> inputs`` applied per training batch, or None.
         eval_batch_size: batch size for the validation pass.
+        eval_kwargs: keyword arguments of the model's forward in the validation pass (e.g.
+            ``{"embed": True}`` for a model that returns embeddings for a retrieval reward).
     """
 
     def __init__(self, model_fn: Callable[[], nn.Module], optimizer_fn: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
                  loss_fn: Callable, train_data: tuple[Tensor, Tensor], val_data: tuple[Tensor, Tensor],
                  batch_size: int, scheduler_fn: Callable | None = None, predict_fn: Callable = default_predict,
                  reward_fn: Callable[[Tensor, Tensor], float] = accuracy_reward,
-                 augment_fn: Callable | None = None, eval_batch_size: int = 1024):
+                 augment_fn: Callable | None = None, eval_batch_size: int = 1024, eval_kwargs: dict | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         n = len(train_data[0])
@@ -138,6 +140,7 @@ class SupervisedTask(Task):
         self.loss_fn, self.predict_fn, self.reward_fn, self.augment_fn = loss_fn, predict_fn, reward_fn, augment_fn
         self.train_data, self.val_data = train_data, val_data
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
+        self.eval_kwargs = dict(eval_kwargs or {})
 
     # -- data -----------------------------------------------------------------------------
     def train_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -186,6 +189,6 @@ class SupervisedTask(Task):
         model.eval()
         scores, targets = [], []
         for x, y in self.val_batches():
-            scores.append(self.predict_fn(model(x)))
+            scores.append(self.predict_fn(model(x, **self.eval_kwargs)))
             targets.append(y)
         return float(self.reward_fn(torch.cat(scores), torch.cat(targets)))

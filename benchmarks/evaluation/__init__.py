@@ -1,0 +1,28 @@
+"""Evaluation protocols of the AM-LFS tables (DESIGN.md, "Evaluation protocols").
+
+* :mod:`.classification`: CIFAR-10 top-1 error (%).
+* :mod:`.features`: flip-summed, L2-normalized test features; distance matrices.
+* :mod:`.reid`: Market-1501 / DukeMTMC-reID CMC and mAP (torchreid's ``eval_market1501``),
+  k-reciprocal re-ranking (Zhong et al., CVPR 2017) for the "(RK)" rows.
+* :mod:`.megaface`: MegaFace challenge-1 rank-1 identification with FaceScrub probes.
+
+Numpy/torch only; nothing here imports Hydra.
+"""
+from .classification import accuracy, num_correct, top1_error
+from .features import METRICS, extract_features, pairwise_distance
+from .megaface import megaface_identification, megaface_rank1
+from .reid import eval_market1501, evaluate_reid, re_ranking
+
+__all__ = [
+    "accuracy",
+    "num_correct",
+    "top1_error",
+    "METRICS",
+    "extract_features",
+    "pairwise_distance",
+    "eval_market1501",
+    "evaluate_reid",
+    "re_ranking",
+    "megaface_identification",
+    "megaface_rank1",
+]

@@ -1,0 +1,167 @@
+"""The paper's figures, drawn from result rows (and their search histories) only.
+
+* Figure 1: each known loss (solid) and its piecewise-linear fit from the search space (dotted),
+  log-scale loss, for the M values the figure1 rows were run with.
+* Figure 3: the mu trajectory of AM-LFS runs (``learn``) over epochs: one panel per block of theta
+  (a_t, b_t, a_tau, b_tau), one line per interval.
+* Figure 4: the gradient norm of the intra-class term, ``|dL/df_y|`` (Eq. 8), against the
+  activation ``f_y = cos(theta_y)``, for the final learned mu of AM-LFS runs vs the baseline
+  (identity theta = softmax cross entropy), in a reference context: the other C - 1 classes at
+  cosine 0 and the run's head scale s.
+* Ablations: the metric against B (Table 6) and M (Table 7), mean and 95 % interval over seeds.
+"""
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+
+import lfs  # noqa: E402
+from lfs.fit import KNOWN_LOSSES, fit_known_loss, loss_curve  # noqa: E402
+
+
+def _save(fig, path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def figure1(rows: list[dict], out: Path) -> Path | None:
+    Ms = sorted({r["setting"].get("M") for r in rows if r["table"] == "figure1"})
+    if not Ms:
+        return None
+    M = 6 if 6 in Ms else Ms[0]
+    errors = {r["method"]: r["metrics"]["approx_error"] for r in rows
+              if r["table"] == "figure1" and r["setting"].get("M") == M}
+    names = [n for n in KNOWN_LOSSES if n in errors]
+    fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0))
+    for ax, name in zip(axes if len(names) > 1 else [axes], names):
+        method = "interpolate" if name == "focal" else "lstsq"
+        x, exact = loss_curve(name)
+        _, fitted = loss_curve(name, fit_known_loss(name, M, method))
+        ax.plot(x, exact, "-", label="loss")
+        ax.plot(x, fitted, ":", lw=2, label=f"search space, M={M}")
+        ax.set_yscale("log")
+        ax.set_title(f"{name}\nerror {errors[name]:.3f}", fontsize=9)
+        ax.set_xlabel("target probability p" if name == "focal" else "target cosine")
+    axes_list = axes if len(names) > 1 else [axes]
+    axes_list[0].set_ylabel("loss (log scale)")
+    axes_list[0].legend(fontsize=7)
+    return _save(fig, out / "figure1_search_space.png")
+
+
+def _histories(rows: list[dict], method: str = "learn"):
+    for r in rows:
+        if r["method"] != method:
+            continue
+        path = Path(r["_path"])
+        hist = path.with_name(path.stem + ".history.json")
+        if hist.exists():
+            yield r, json.loads(hist.read_text())
+
+
+def figure3(rows: list[dict], out: Path) -> list[Path]:
+    written = []
+    by_dataset = defaultdict(list)
+    for r, hist in _histories(rows):
+        if r["table"] in ("cifar10", "market1501", "dukemtmc", "megaface") and hist and hist[0].get("mu"):
+            by_dataset[(r["table"], r["dataset"])].append((r, hist))
+    for (table, dataset), runs in sorted(by_dataset.items()):
+        r, hist = sorted(runs, key=lambda rh: (rh[0]["seed"], str(rh[0]["setting"])))[0]
+        mu = torch.tensor([h["mu"] for h in hist] + [hist[-1]["mu_next"]])
+        M = mu.shape[1] // 4
+        fig, axes = plt.subplots(1, 4, figsize=(13, 3))
+        for k, (ax, title) in enumerate(zip(axes, ["a_t (slopes of t)", "b_t", "a_tau (slopes of tau)", "b_tau"])):
+            for i in range(M):
+                ax.plot(mu[:, k * M + i], label=f"interval {i}")
+            ax.set_title(title, fontsize=9)
+            ax.set_xlabel("epoch")
+        axes[0].legend(fontsize=6)
+        fig.suptitle(f"Figure 3: mu over epochs ({dataset}, {table}, seed {r['seed']}, {r['setting']})", fontsize=9)
+        written.append(_save(fig, out / f"figure3_mu_{table}_{dataset}.png"))
+    return written
+
+
+def intra_class_gradient(theta: torch.Tensor, f_y: torch.Tensor, s: float, num_classes: int) -> torch.Tensor:
+    """|dL/df_y| of the unified loss with the other classes at cosine 0 (Eq. 8, with tau)."""
+    cos = torch.zeros(len(f_y), num_classes, dtype=torch.float64)
+    cos[:, 0] = f_y
+    cos.requires_grad_(True)
+    target = torch.zeros(len(f_y), dtype=torch.long)
+    loss = lfs.am_lfs_loss(cos, target, theta.to(torch.float64), s, reduction="sum")
+    (grad,) = torch.autograd.grad(loss, cos)
+    return grad[:, 0].abs()
+
+
+def figure4(rows: list[dict], out: Path) -> list[Path]:
+    written = []
+    groups = defaultdict(list)
+    for r in rows:
+        mu = (r.get("extra") or {}).get("final_mu")
+        if r["method"] == "learn" and mu and r["table"] in ("market1501", "dukemtmc", "megaface", "cifar10"):
+            groups[(r["table"], r["dataset"])].append(r)
+    for (table, dataset), runs in sorted(groups.items()):
+        cfg = runs[0]["provenance"].get("config", {})
+        s = float(cfg.get("model", {}).get("s", 1.0))
+        C = int(runs[0]["extra"]["num_classes"])
+        f = torch.linspace(-0.999, 0.999, 400, dtype=torch.float64)
+        M = len(runs[0]["extra"]["final_mu"]) // 4
+        fig, ax = plt.subplots(figsize=(5, 3.4))
+        ax.plot(f, intra_class_gradient(lfs.identity_theta(M), f, s, C), "k-", lw=2, label="baseline (softmax)")
+        for r in sorted(runs, key=lambda r: r["seed"])[:5]:
+            theta = torch.tensor(r["extra"]["final_mu"], dtype=torch.float64)
+            ax.plot(f, intra_class_gradient(theta, f, s, C), "--", label=f"AM-LFS final mu, seed {r['seed']}")
+        ax.set_xlabel("activation f_y = cos(theta_y)")
+        ax.set_ylabel("|dL / df_y|")
+        ax.set_title(f"Figure 4: intra-class gradient ({dataset}, s={s:g}, C={C})", fontsize=9)
+        ax.legend(fontsize=7)
+        written.append(_save(fig, out / f"figure4_gradient_{table}_{dataset}.png"))
+    return written
+
+
+def ablation(rows: list[dict], out: Path, table: str, knob: str, metric: str = "mAP") -> Path | None:
+    from benchmarks.report import summarize
+
+    pts = defaultdict(list)
+    for r in rows:
+        if r["table"] == table and knob in r["setting"] and metric in r["metrics"]:
+            pts[(r["dataset"], r["setting"][knob])].append(r["metrics"][metric])
+    if not pts:
+        return None
+    fig, ax = plt.subplots(figsize=(4.5, 3.2))
+    for dataset in sorted({d for d, _ in pts}):
+        xs = sorted(k for d, k in pts if d == dataset)
+        stats = [summarize(pts[(dataset, x)]) for x in xs]
+        means = [st["mean"] for st in stats]
+        err = [0 if math.isnan(st["ci95_high"]) else st["ci95_high"] - st["mean"] for st in stats]
+        ax.errorbar(xs, means, yerr=err, marker="o", capsize=3, label=dataset)
+    ax.set_xlabel(knob)
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_xticks(sorted({k for _, k in pts}))
+    ax.set_title(f"{table}: {metric} vs {knob} (mean, 95 % CI)", fontsize=9)
+    ax.legend(fontsize=7)
+    return _save(fig, out / f"{table}_{knob}.png")
+
+
+def draw_all(rows: list[dict], out: Path, table: str | None = None) -> list[Path]:
+    if table is not None:
+        rows = [r for r in rows if r["table"] == table]
+    written: list[Path] = []
+    if table in (None, "figure1"):
+        p = figure1(rows, out)
+        written += [p] if p else []
+    written += figure3(rows, out) + figure4(rows, out)
+    for tb, knob in (("ablation_b", "B"), ("ablation_m", "M")):
+        if table in (None, tb):
+            p = ablation(rows, out, tb, knob)
+            written += [p] if p else []
+    return written

@@ -1,0 +1,238 @@
+"""Tables, figures and the regression check, from the result rows alone.
+
+    python benchmarks/report.py [--results results] [--tier mini] [--table NAME]
+    python benchmarks/report.py --check            # exit 1 on a regression
+    python benchmarks/report.py --write-reference  # freeze the mini tier's means as the reference
+
+For each (tier, table): ``results/<tier>/<table>.csv`` (one line per dataset x method x setting x
+metric: n, mean, std, 95 % confidence interval of the mean, and the published value where the
+paper has one) and ``results/<tier>/<table>.md`` (reproduced beside published). Figures go to
+``results/<tier>/figures/``: Figure 1 (search space vs known losses), Figure 3 (mu over epochs),
+Figure 4 (gradient of the intra-class term vs activation, AM-LFS vs baseline), the B and M
+ablations.
+
+The check. Full tier: every published cell is compared with the reproduced mean; a cell is a
+regression when it is worse than published by more than ``FULL_TOLERANCE`` points. Mini tier:
+each cell is compared with the committed reference (``benchmarks/mini_reference.json``); a
+regression is a mean worse than the reference mean by more than
+``max(MINI_ABS_TOLERANCE, 2 * reference std / sqrt(n))``. Cells without rows say "not run".
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+if __package__ in (None, ""):
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import yaml
+
+from benchmarks.results import load_rows, setting_key
+
+HERE = Path(__file__).resolve().parent
+PUBLISHED = HERE / "published.yaml"
+REFERENCE = HERE / "mini_reference.json"
+FULL_TOLERANCE = 1.0  # percentage points
+MINI_ABS_TOLERANCE = 1.0  # percentage points (metrics are in %)
+LOWER_IS_BETTER = {"top1_error", "approx_error"}
+TABLE_ORDER = ("cifar10", "megaface", "market1501", "dukemtmc", "ablation_b", "ablation_m", "ablation_search",
+               "figure1")
+FULL_DATASET_OF = {"cifar10": "cifar10", "megaface": "megaface", "market1501": "market1501",
+                   "dukemtmc": "dukemtmc"}
+
+
+# --------------------------------------------------------------------------- statistics
+_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
+        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
+
+
+def t95(df: int) -> float:
+    """Two-sided 95 % Student t quantile (table; the next smaller tabulated df is used)."""
+    if df <= 0:
+        return math.nan
+    if df > 30:
+        return 1.96
+    return _T95[max(k for k in _T95 if k <= df)]
+
+
+def summarize(values: list[float]) -> dict:
+    n = len(values)
+    mean = sum(values) / n
+    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
+    half = t95(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
+    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
+
+
+def aggregate(rows: list[dict]) -> dict:
+    """{(tier, table, dataset, method, setting_key, metric): summary} over seeds."""
+    groups: dict = defaultdict(list)
+    for r in rows:
+        for metric, value in r["metrics"].items():
+            if isinstance(value, (int, float)) and math.isfinite(value):
+                key = (r["tier"], r["table"], r["dataset"], r["method"], setting_key(r["setting"]), metric)
+                groups[key].append(float(value))
+    return {k: summarize(v) for k, v in groups.items()}
+
+
+# ---------------------------------------------------------------------------- published
+def published_cells() -> list[dict]:
+    """Flat list of published cells: table, dataset, method, setting_key, metric, value."""
+    doc = yaml.safe_load(PUBLISHED.read_text())
+    out = []
+    for table, spec in doc["tables"].items():
+        for cell in spec["cells"]:
+            dataset = cell.get("dataset", spec.get("dataset"))
+            for metric, value in cell.items():
+                if metric in ("method", "setting", "dataset"):
+                    continue
+                out.append({"table": table, "dataset": dataset, "method": cell["method"],
+                            "setting": setting_key(cell.get("setting") or {}), "metric": metric, "value": float(value)})
+    return out
+
+
+def worse_by(metric: str, value: float, reference: float) -> float:
+    """How much worse ``value`` is than ``reference`` (positive = worse)."""
+    return value - reference if metric in LOWER_IS_BETTER else reference - value
+
+
+# ------------------------------------------------------------------------------- tables
+def fmt(s: dict | None) -> str:
+    if s is None:
+        return "not run"
+    if s["n"] == 1:
+        return f"{s['mean']:.2f} (n=1)"
+    return f"{s['mean']:.2f} ± {s['std']:.2f} [{s['ci95_low']:.2f}, {s['ci95_high']:.2f}] (n={s['n']})"
+
+
+def write_table(tier: str, table: str, agg: dict, out_dir: Path) -> tuple[Path, Path] | None:
+    keys = sorted(k for k in agg if k[0] == tier and k[1] == table)
+    pub = [c for c in published_cells() if c["table"] == table]
+    if not keys and tier != "full":
+        return None
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lines = ["tier,table,dataset,method,setting,metric,n,mean,std,ci95_low,ci95_high,published"]
+    published_header = "published" if tier == "full" else "paper (full scale)"
+    note = ("published: the paper's cell for the same dataset." if tier == "full" else
+            f"paper (full scale): the paper's cell for the same method and setting on "
+            f"{pub[0]['dataset'] if pub else '-'}; the {tier} tier runs a laptop-scale analogue, so compare "
+            "differences between methods, not absolute values.")
+    md = [f"# {table} ({tier} tier)", "",
+          f"Mean ± std over seeds [95 % CI of the mean] (n seeds); {note}", "",
+          f"| dataset | method | setting | metric | reproduced | {published_header} |", "|---|---|---|---|---|---|"]
+    seen = set()
+    for k in keys:
+        _, _, dataset, method, setting, metric = k
+        s = agg[k]
+        # full tier: the published cell of the same dataset; other tiers: the paper's full-scale
+        # cell of the same method/setting/metric (first dataset of the table) for comparison of gains
+        p = next((c["value"] for c in pub if c["method"] == method and c["setting"] == setting
+                  and c["metric"] == metric and (c["dataset"] == dataset if tier == "full"
+                                                 else c["dataset"] == pub[0]["dataset"])), None)
+        seen.add((dataset, method, setting, metric))
+        lines.append(",".join(map(str, [tier, table, dataset, method, setting, metric, s["n"], f"{s['mean']:.6g}",
+                                        f"{s['std']:.6g}", f"{s['ci95_low']:.6g}", f"{s['ci95_high']:.6g}",
+                                        "" if p is None else p])))
+        md.append(f"| {dataset} | {method} | {setting} | {metric} | {fmt(s)} | {'' if p is None else p} |")
+    if tier == "full":
+        for c in pub:
+            if (c["dataset"], c["method"], c["setting"], c["metric"]) not in seen:
+                md.append(f"| {c['dataset']} | {c['method']} | {c['setting']} | {c['metric']} | not run | {c['value']} |")
+    csv_path, md_path = out_dir / f"{table}.csv", out_dir / f"{table}.md"
+    csv_path.write_text("\n".join(lines) + "\n")
+    md_path.write_text("\n".join(md) + "\n")
+    return csv_path, md_path
+
+
+# ------------------------------------------------------------------------------ the check
+def check(agg: dict, reference: dict | None) -> tuple[list[str], bool]:
+    """Lines of the check report and whether it passed."""
+    lines, ok = [], True
+    for c in published_cells():
+        key = ("full", c["table"], c["dataset"], c["method"], c["setting"], c["metric"])
+        s = agg.get(key)
+        cell = f"full {c['table']} {c['dataset']} {c['method']} {c['setting']} {c['metric']}"
+        if s is None:
+            lines.append(f"not run    {cell} (published {c['value']})")
+            continue
+        d = worse_by(c["metric"], s["mean"], c["value"])
+        status = "REGRESSION" if d > FULL_TOLERANCE else "ok"
+        ok &= status == "ok"
+        lines.append(f"{status:<10} {cell}: {s['mean']:.2f} vs published {c['value']} (tolerance {FULL_TOLERANCE})")
+    for key_str, ref in sorted((reference or {}).items()):
+        key = tuple(key_str.split("|"))
+        s = agg.get(key)
+        cell = " ".join(key)
+        if s is None:
+            lines.append(f"not run    {cell} (reference {ref['mean']:.2f})")
+            continue
+        tol = max(MINI_ABS_TOLERANCE, 2 * ref["std"] / math.sqrt(ref["n"]) if ref["n"] > 1 else 0.0)
+        d = worse_by(key[5], s["mean"], ref["mean"])
+        status = "REGRESSION" if d > tol else "ok"
+        ok &= status == "ok"
+        lines.append(f"{status:<10} {cell}: {s['mean']:.2f} vs reference {ref['mean']:.2f} (tolerance {tol:.2f})")
+    return lines, ok
+
+
+def make_reference(agg: dict, tier: str = "mini") -> dict:
+    return {"|".join(map(str, k)): {"mean": s["mean"], "std": s["std"], "n": s["n"]}
+            for k, s in sorted(agg.items()) if k[0] == tier}
+
+
+# ---------------------------------------------------------------------------------- main
+def build(results_dir: Path, tier: str | None = None, table: str | None = None) -> list[Path]:
+    """Regenerate CSV/Markdown tables and figures; returns the files written."""
+    from benchmarks import figures
+
+    rows = load_rows(results_dir)
+    agg = aggregate(rows)
+    tiers = [tier] if tier else sorted({r["tier"] for r in rows} | {"full"})
+    written: list[Path] = []
+    for t in tiers:
+        for tb in ([table] if table else TABLE_ORDER):
+            paths = write_table(t, tb, agg, results_dir / t)
+            if paths:
+                written.extend(paths)
+        written.extend(figures.draw_all([r for r in rows if r["tier"] == t], results_dir / t / "figures", table))
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description="Tables, figures and the regression check from result rows.")
+    ap.add_argument("--results", default="results", type=Path)
+    ap.add_argument("--tier", default=None)
+    ap.add_argument("--table", default=None)
+    ap.add_argument("--check", action="store_true", help="compare with published cells / the mini reference")
+    ap.add_argument("--write-reference", action="store_true", help=f"write {REFERENCE.name} from the mini rows")
+    args = ap.parse_args(argv)
+    if not args.results.is_dir():
+        print(f"error: results folder {args.results} does not exist", file=sys.stderr)
+        return 2
+    try:
+        rows = load_rows(args.results)
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    agg = aggregate(rows)
+    if args.write_reference:
+        REFERENCE.write_text(json.dumps(make_reference(agg), indent=1, sort_keys=True) + "\n")
+        print(f"reference: {REFERENCE} ({sum(1 for k in agg if k[0] == 'mini')} cells)")
+        return 0
+    if args.check:
+        reference = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None
+        lines, ok = check(agg, reference)
+        print("\n".join(lines))
+        counts = {w: sum(line.startswith(w) for line in lines) for w in ("ok", "REGRESSION", "not run")}
+        print(f"check: {counts['ok']} ok, {counts['REGRESSION']} regressions, {counts['not run']} not run"
+              + ("" if reference is not None else f" (no {REFERENCE.name} yet)"))
+        return 0 if ok else 1
+    for path in build(args.results, args.tier, args.table):
+        print(path)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

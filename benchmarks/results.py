@@ -1,0 +1,144 @@
+"""Result rows: one JSON file per run, written atomically, with provenance.
+
+A row says what was run (table, tier, dataset, method, setting, seed), what came out (metrics)
+and how it was produced (command line and Hydra overrides, git commit and dirty flag, host,
+CPU/GPU model, library versions, wall time, date). The file name is a function of the run's
+identity, so concurrent jobs never write the same file, and a rerun finds its own row (and is
+skipped unless forced).
+
+Layout: ``<results_dir>/<tier>/<table>/<dataset>/<method>/<setting>/seed=<seed>.json`` with an
+optional ``... .history.json`` beside it (per-epoch records of a search: mu trajectory, rewards).
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import socket
+import subprocess
+import sys
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+ROW_KEYS = ("table", "tier", "dataset", "method", "setting", "seed", "metrics", "provenance")
+
+
+def setting_key(setting: dict) -> str:
+    """A stable, file-name-safe key of a setting dict: ``noise=0.1`` / ``B=8,M=6`` / ``default``."""
+    if not setting:
+        return "default"
+    return ",".join(f"{k}={_fmt(v)}" for k, v in sorted(setting.items()))
+
+
+def _fmt(v) -> str:
+    if isinstance(v, float):
+        return repr(v)
+    return str(v)
+
+
+def row_path(results_dir: str | Path, tier: str, table: str, dataset: str, method: str, setting: dict,
+             seed: int) -> Path:
+    return Path(results_dir) / tier / table / dataset / method / setting_key(setting) / f"seed={seed}.json"
+
+
+def atomic_write_json(path: Path, obj: Any) -> None:
+    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``:
+    readers see the old file or the complete new one, never a partial one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True, default=_jsonable)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def _jsonable(obj):
+    """Tensors and numpy values become lists / numbers in rows."""
+    if hasattr(obj, "tolist"):
+        return obj.tolist()
+    if isinstance(obj, (set, tuple)):
+        return list(obj)
+    raise TypeError(f"Object of type {type(obj).__name__} is not JSON serializable")
+
+
+def _git(*args: str, cwd: Path) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def provenance(overrides: Iterable[str] = (), repo: Path | None = None) -> dict:
+    """Everything needed to say how a row was produced (except the wall time, added by the caller)."""
+    import numpy
+    import torch
+
+    import lfs
+
+    repo = repo or Path(__file__).resolve().parents[1]
+    commit = _git("rev-parse", "HEAD", cwd=repo)
+    status = _git("status", "--porcelain", "--untracked-files=no", cwd=repo)
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else None
+    return {
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+        "overrides": list(overrides),
+        "git_commit": commit,
+        "git_dirty": None if status is None else bool(status),
+        "host": socket.gethostname(),
+        "cpu": cpu_model(),
+        "gpu": gpu,
+        "torch_threads": torch.get_num_threads(),
+        "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
+                     "lfs": lfs.__version__},
+        "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+    }
+
+
+def make_row(*, table: str, tier: str, dataset: str, method: str, setting: dict, seed: int, metrics: dict,
+             provenance: dict, extra: dict | None = None) -> dict:
+    row = {"table": table, "tier": tier, "dataset": dataset, "method": method, "setting": dict(setting),
+           "seed": int(seed), "metrics": dict(metrics), "provenance": dict(provenance)}
+    if extra:
+        row["extra"] = extra
+    return row
+
+
+def load_rows(results_dir: str | Path) -> list[dict]:
+    """Every row under ``results_dir`` (history files and temporaries excluded); a malformed
+    row file raises ``ValueError`` naming the file."""
+    rows = []
+    for path in sorted(Path(results_dir).rglob("seed=*.json")):
+        if path.name.endswith(".history.json"):
+            continue
+        try:
+            row = json.loads(path.read_text())
+        except json.JSONDecodeError as e:
+            raise ValueError(f"malformed result row {path}: {e}") from None
+        missing = [k for k in ROW_KEYS if k not in row]
+        if missing:
+            raise ValueError(f"malformed result row {path}: missing {', '.join(missing)}")
+        row["_path"] = str(path)
+        rows.append(row)
+    return rows

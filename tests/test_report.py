@@ -1,0 +1,81 @@
+"""report.py: statistics, published cells, Markdown/CSV, the regression check."""
+import json
+import math
+
+import pytest
+import yaml
+
+from benchmarks import report, results
+
+
+def test_summarize_by_hand():
+    s = report.summarize([1.0, 2.0, 4.0])
+    assert s["mean"] == pytest.approx(7 / 3)
+    std = math.sqrt(((1 - 7 / 3) ** 2 + (2 - 7 / 3) ** 2 + (4 - 7 / 3) ** 2) / 2)
+    assert s["std"] == pytest.approx(std)
+    assert s["ci95_high"] - s["mean"] == pytest.approx(4.303 * std / math.sqrt(3))
+    one = report.summarize([5.0])
+    assert one["n"] == 1 and one["mean"] == 5.0 and math.isnan(one["std"])
+
+
+def test_published_cells_transcribed():
+    cells = report.published_cells()
+    get = {(c["table"], c["dataset"], c["method"], c["setting"], c["metric"]): c["value"] for c in cells}
+    assert get[("cifar10", "cifar10", "learn", "noise=0.0", "top1_error")] == 6.92
+    assert get[("cifar10", "cifar10", "ce", "noise=0.2", "top1_error")] == 15.05
+    assert get[("megaface", "megaface", "arcface", "default", "rank1")] == 72.4
+    assert get[("market1501", "market1501", "learn", "default", "rank5")] == 98.1
+    assert get[("dukemtmc", "dukemtmc", "sphere_reid", "default", "mAP")] == 68.5
+    assert get[("ablation_b", "dukemtmc", "learn", "B=16", "mAP")] == 69.7
+    assert get[("ablation_m", "market1501", "learn", "M=10", "mAP")] == 84.2
+    assert get[("ablation_search", "market1501", "fixed", "default", "mAP")] == 84.0
+    assert ("cifar10", "cifar10", "l2t_dlf", "noise=0.1", "top1_error") not in get  # "-" in the paper
+    doc = yaml.safe_load(report.PUBLISHED.read_text())
+    assert set(doc["tables"]) == {"cifar10", "megaface", "market1501", "dukemtmc", "ablation_b", "ablation_m",
+                                  "ablation_search"}
+
+
+def _row(tmp, tier, table, dataset, method, setting, seed, metrics):
+    row = results.make_row(table=table, tier=tier, dataset=dataset, method=method, setting=setting, seed=seed,
+                           metrics=metrics, provenance={})
+    results.atomic_write_json(results.row_path(tmp, tier, table, dataset, method, setting, seed), row)
+
+
+def test_check_full_tier_against_published(tmp_path):
+    _row(tmp_path, "full", "cifar10", "cifar10", "learn", {"noise": 0.0}, 0, {"top1_error": 7.5})  # 0.58 worse: ok
+    _row(tmp_path, "full", "cifar10", "cifar10", "ce", {"noise": 0.0}, 0, {"top1_error": 10.0})  # 1.25 worse
+    agg = report.aggregate(results.load_rows(tmp_path))
+    lines, ok = report.check(agg, None)
+    assert not ok
+    assert any(line.startswith("REGRESSION") and " ce noise=0.0 top1_error" in line for line in lines)
+    assert any(line.startswith("ok") and " learn noise=0.0 top1_error" in line for line in lines)
+    assert any(line.startswith("not run") and "megaface" in line for line in lines)
+
+
+def test_check_mini_against_reference_and_cli_exit_codes(tmp_path, monkeypatch, capsys):
+    for seed, acc in enumerate([80.0, 82.0, 81.0]):
+        _row(tmp_path, "mini", "market1501", "synthetic_reid_market", "learn", {}, seed, {"mAP": acc})
+    agg = report.aggregate(results.load_rows(tmp_path))
+    ref = report.make_reference(agg)
+    lines, ok = report.check(agg, ref)
+    assert ok and any(line.startswith("ok") and "mini market1501" in line for line in lines)
+    ref_path = tmp_path / "ref.json"
+    monkeypatch.setattr(report, "REFERENCE", ref_path)
+    ref_path.write_text(json.dumps(ref))
+    assert report.main(["--results", str(tmp_path), "--check"]) == 0
+    # a drop of more than max(1 point, 2 std / sqrt(n)) is a regression
+    for seed in range(3):
+        _row(tmp_path, "mini", "market1501", "synthetic_reid_market", "learn", {}, seed, {"mAP": 75.0})
+    assert report.main(["--results", str(tmp_path), "--check"]) == 1
+    assert "1 regressions" in capsys.readouterr().out
+    assert report.main(["--results", str(tmp_path / "nowhere"), "--check"]) == 2
+
+
+def test_tables_show_reproduced_and_published(tmp_path):
+    _row(tmp_path, "full", "cifar10", "cifar10", "learn", {"noise": 0.1}, 0, {"top1_error": 10.5})
+    agg = report.aggregate(results.load_rows(tmp_path))
+    csv_path, md_path = report.write_table("full", "cifar10", agg, tmp_path / "out")
+    md = md_path.read_text()
+    assert "| cifar10 | learn | noise=0.1 | top1_error | 10.50 (n=1) | 10.05 |" in md
+    assert "| cifar10 | ce | noise=0.2 | top1_error | not run | 15.05 |" in md
+    assert csv_path.read_text().splitlines()[1].endswith(",10.05")
