@@ -40,7 +40,7 @@ FULL_TOLERANCE = 1.0  # percentage points
 MINI_ABS_TOLERANCE = 1.0  # percentage points (metrics are in %)
 LOWER_IS_BETTER = {"top1_error", "approx_error"}
 TABLE_ORDER = ("cifar10", "megaface", "market1501", "dukemtmc", "ablation_b", "ablation_m", "ablation_search",
-               "figure1")
+               "ablation_sigma", "figure1")
 FULL_DATASET_OF = {"cifar10": "cifar10", "megaface": "megaface", "market1501": "market1501",
                    "dukemtmc": "dukemtmc"}
 

@@ -49,7 +49,7 @@ def row_setting(setting: dict, overrides: list[str]) -> dict:
         key, _, value = o.lstrip("+~").partition("=")
         if key.startswith("hydra.") or key in IDENTITY_FREE or key in setting or not value:
             continue
-        if key in ("noise", "search.B", "search.M") and key.split(".")[-1] in setting:
+        if key in ("noise", "search.B", "search.M", "search.sigma_is") and key.split(".")[-1] in setting:
             continue
         out[key] = value
     return out

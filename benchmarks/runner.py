@@ -58,7 +58,7 @@ def validate(cfg: dict) -> None:
     try:
         lfs.SearchConfig(epochs=1, B=s["B"], M=s["M"], sigma=float(s["sigma"]), sigma_is=s["sigma_is"],
                          lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
-                         failed_reward=s["failed_reward"], executor=s["executor"])
+                         failed_reward=s["failed_reward"], executor=s["executor"], constraint=s["constraint"])
     except ValueError as e:
         raise ConfigError(str(e)) from None
 
@@ -109,6 +109,18 @@ def _load_cached(name: str, kwargs: dict, cache_dir: str | None):
     return data
 
 
+def reid_transforms(cfg: dict) -> dict:
+    """SphereReID-style input pipeline: resize to the model's input size, flip + pad-crop for
+    training, ImageNet normalization."""
+    from torchvision import transforms as T
+
+    h, w = cfg["model"].get("kwargs", {}).get("input_size", (256, 128))
+    norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    train = T.Compose([T.Resize((h, w)), T.RandomHorizontalFlip(), T.Pad(10), T.RandomCrop((h, w)), T.ToTensor(), norm])
+    test = T.Compose([T.Resize((h, w)), T.ToTensor(), norm])
+    return {"train_transform": train, "test_transform": test}
+
+
 def load_data(cfg: dict):
     ds = cfg["dataset"]
     kwargs = dict(ds.get("loader") or {})
@@ -116,12 +128,22 @@ def load_data(cfg: dict):
         kwargs["noise"] = cfg["noise"]
     if ds.get("root"):
         kwargs["root"] = ds["root"]
+    if ds["name"] in ("market1501", "dukemtmc"):
+        kwargs.update(reid_transforms(cfg))
+    if ds["kind"] == "face" and ds["name"] not in GENERATED:
+        raise ConfigError("dataset megaface: training on CASIA-WebFace loads, but the MegaFace devkit evaluation "
+                          "(FaceScrub probes vs. distractor lists) is not implemented yet; nothing was run")
     data = _load_cached(ds["name"], {"seed": cfg["data_seed"], **kwargs}, cfg.get("cache_dir"))
     n = cfg.get("subsample")
     if n:
+        from torch.utils.data import Subset
+
         for field in ("train", "val", "test", "val_query", "val_gallery", "query", "gallery"):
-            if hasattr(data, field):
-                setattr(data, field, _take(getattr(data, field), n))
+            part = getattr(data, field, None)
+            if isinstance(part, tuple):
+                setattr(data, field, _take(part, n))
+            elif part is not None:
+                setattr(data, field, Subset(part, range(min(n, len(part)))))
     return data
 
 
@@ -203,7 +225,35 @@ def reid_reward(nq: int, pids: torch.Tensor, camids: torch.Tensor) -> Callable:
     return reward
 
 
+def is_streaming(data) -> bool:
+    """Full-tier data are torch Datasets (images on disk), mini-tier data in-memory tensors."""
+    return not isinstance(data.train, tuple)
+
+
+def device_of(cfg: dict) -> torch.device:
+    d = cfg.get("device") or "auto"
+    return torch.device("cuda" if d == "auto" and torch.cuda.is_available() else ("cpu" if d == "auto" else d))
+
+
+def make_streaming_task(cfg: dict, data, model_fn, loss_fn) -> lfs.SupervisedTask:
+    from benchmarks.streaming import Concat, DatasetTask, Indexed, labels_of
+
+    common = dict(batch_size=int(cfg["train"]["batch_size"]), scheduler_fn=scheduler_factory(cfg),
+                  num_workers=int(cfg.get("workers", 4)), device=device_of(cfg),
+                  pin_memory=device_of(cfg).type == "cuda")
+    if cfg["dataset"]["kind"] == "classification":
+        return DatasetTask(model_fn, optimizer_factory(cfg), loss_fn, data.train, data.val, **common)
+    vq, vg = data.val_query, data.val_gallery
+    pids = torch.cat([labels_of(vq, 1), labels_of(vg, 1)])
+    camids = torch.cat([labels_of(vq, 2), labels_of(vg, 2)])
+    return DatasetTask(model_fn, optimizer_factory(cfg), loss_fn, data.train, Indexed(Concat(vq, vg)),
+                       predict_fn=lambda emb: emb, reward_fn=reid_reward(len(vq), pids, camids),
+                       eval_kwargs={"embed": True}, eval_batch_size=256, **common)
+
+
 def make_task(cfg: dict, data, model_fn, loss_fn) -> lfs.SupervisedTask:
+    if is_streaming(data):
+        return make_streaming_task(cfg, data, model_fn, loss_fn)
     common = dict(batch_size=int(cfg["train"]["batch_size"]), scheduler_fn=scheduler_factory(cfg))
     kind = cfg["dataset"]["kind"]
     if kind == "classification":
@@ -230,6 +280,8 @@ def evaluate(cfg: dict, data, model: nn.Module) -> dict:
 
     kind = cfg["dataset"]["kind"]
     model.eval()
+    if is_streaming(data):
+        return evaluate_streaming(cfg, data, model)
     if kind == "classification":
         x, y = data.test
         logits = torch.cat([lfs.task.default_predict(model(x[i:i + 4096])) for i in range(0, len(x), 4096)])
@@ -244,6 +296,27 @@ def evaluate(cfg: dict, data, model: nn.Module) -> dict:
         probes = pids > 0
         metrics = {"rank1": float(megaface_rank1(feats[probes], pids[probes], feats[~probes])),
                    "reid_mAP": metrics["mAP"]}
+    return metrics
+
+
+@torch.no_grad()
+def evaluate_streaming(cfg: dict, data, model: nn.Module) -> dict:
+    from benchmarks.evaluation import evaluate_reid, top1_error
+    from benchmarks.streaming import embed_dataset, labels_of
+
+    dev, workers = device_of(cfg), int(cfg.get("workers", 4))
+    if cfg["dataset"]["kind"] == "classification":
+        logits = embed_dataset(model, data.test, 256, workers, dev,
+                               forward=lambda m, x: lfs.task.default_predict(m(x)))
+        return {"top1_error": float(top1_error(logits, torch.tensor(data.test.targets)))}
+    qf = embed_dataset(model, data.query, 256, workers, dev)
+    gf = embed_dataset(model, data.gallery, 256, workers, dev)
+    q = [labels_of(data.query, k) for k in (1, 2)]
+    g = [labels_of(data.gallery, k) for k in (1, 2)]
+    metrics = {k: float(v) for k, v in evaluate_reid(qf, gf, q[0], g[0], q[1], g[1]).items()}
+    if cfg.get("rerank"):  # the "(RK)" rows: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)
+        rk = evaluate_reid(qf, gf, q[0], g[0], q[1], g[1], rerank=True)
+        metrics.update({f"{k}_rk": float(v) for k, v in rk.items()})
     return metrics
 
 
@@ -315,7 +388,7 @@ def train_with_search(cfg: dict, method, task, progress) -> tuple[nn.Module, lis
     config = lfs.SearchConfig(epochs=cfg["train"]["epochs"], B=B, M=s["M"], mode=mode, sigma=float(s["sigma"]),
                               sigma_is=s["sigma_is"], lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
                               broadcast_optimizer=bool(s["broadcast_optimizer"]), failed_reward=s["failed_reward"],
-                              executor=executor, seed=cfg["seed"])
+                              constraint=s["constraint"], executor=executor, seed=cfg["seed"])
     best = {"reward": -math.inf, "epoch": None, "state": None}
     search: lfs.LossSearch
 

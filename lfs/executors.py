@@ -157,8 +157,8 @@ class VectorizedExecutor(Executor):
         steps = 0
         self.template.train()
         for batches in zip(*(task.train_batches(int(s)) for s in seeds)):
-            x = torch.stack([b[0] for b in batches])
-            y = torch.stack([b[1] for b in batches])
+            x = task.to_device(torch.stack([b[0] for b in batches]))
+            y = task.to_device(torch.stack([b[1] for b in batches]))
             losses = self._train_loss(self.params, self.buffers, x, y, thetas)
             alive &= torch.isfinite(losses.detach())
             self.optimizer.zero_grad(set_to_none=True)
@@ -186,7 +186,8 @@ class VectorizedExecutor(Executor):
     @torch.no_grad()
     def _scores(self) -> Tensor:
         self.template.eval()
-        return torch.cat([self._predict(self.params, self.buffers, x) for x, _ in self.task.val_batches()], dim=1)
+        return torch.cat([self._predict(self.params, self.buffers, self.task.to_device(x)).cpu()
+                          for x, _ in self.task.val_batches()], dim=1)
 
     @torch.no_grad()
     def broadcast(self, best, failed, with_optimizer):

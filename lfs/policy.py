@@ -7,7 +7,10 @@ supported through ``sigma_is``:
 * ``sigma_is="variance"`` (default, the paper's Eq. 19 literally): std = sqrt(0.2) ~ 0.447,
 * ``sigma_is="std"``: std = 0.2.
 
-Only mu is learned (sigma is fixed, "to simplify the problem"). With rewards ``R_i`` normalized
+Only mu is learned (sigma is fixed, "to simplify the problem"). Samples can be restricted to
+the search space of Section 3.3 (positive slopes, tau > 0) by rejection: ``sample(...,
+constraint="positive")``; the REINFORCE step keeps the Gaussian's score (theta - mu) / var, i.e.
+ignores the truncation's normalizer, as is usual for rejection-sampled policies. With rewards ``R_i`` normalized
 to zero mean and unit variance over the B samples (Section 4.1), the REINFORCE gradient is
 
     g = 1/B sum_i R_i grad_mu log g(theta_i; mu, sigma) = 1/B sum_i R_i (theta_i - mu) / var   (Eq. 20)
@@ -24,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from .search_space import identity_theta, theta_dim
+from .search_space import identity_theta, in_search_space, theta_dim
 
 SIGMA_IS = ("variance", "std")
 OPTIMIZERS = ("adam", "sgd")
@@ -89,10 +92,23 @@ class GaussianPolicy:
     def dim(self) -> int:
         return self.mu.numel()
 
-    def sample(self, B: int, generator: torch.Generator | None = None) -> Tensor:
-        """B thetas (B x 4M, float64) drawn from ``N(mu, sigma I)``."""
-        noise = torch.randn(B, self.dim, generator=generator, dtype=torch.float64)
-        return self.mu.detach() + self.std * noise
+    def sample(self, B: int, generator: torch.Generator | None = None, constraint: str = "none",
+               max_draws: int = 100_000) -> Tensor:
+        """B thetas (B x 4M, float64) drawn from ``N(mu, sigma I)``, restricted to the search
+        space by rejection when ``constraint="positive"`` (see :func:`lfs.search_space.in_search_space`):
+        draws outside it are discarded and redrawn, i.e. the Gaussian truncated to the space.
+        """
+        out, drawn = [], 0
+        while sum(len(o) for o in out) < B:
+            n = max(B, 64)
+            noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
+            cand = self.mu.detach() + self.std * noise
+            out.append(cand[in_search_space(cand, constraint)])
+            drawn += n
+            if drawn >= max_draws and sum(len(o) for o in out) < B:
+                raise ValueError(f"fewer than {B} of {drawn} draws of N(mu, sigma I) lie in the search space "
+                                 f"({constraint!r}): mu has left it; lower sigma or use constraint='none'")
+        return torch.cat(out)[:B]
 
     def log_prob(self, thetas: Tensor) -> Tensor:
         """``log g(theta; mu, sigma)`` per sample (differentiable w.r.t. mu)."""

@@ -44,7 +44,7 @@ from torch import Tensor
 
 from .executors import EXECUTORS, Executor, make_executor
 from .policy import OPTIMIZERS, SIGMA_IS, GaussianPolicy, normalize_rewards
-from .search_space import identity_theta
+from .search_space import CONSTRAINTS, identity_theta
 from .task import Task, TrainState, sample_seed
 
 log = logging.getLogger(__name__)
@@ -69,6 +69,7 @@ class SearchConfig:
     sigma_is: str = "variance"
     lr: float = 0.05
     policy_optimizer: str = "adam"
+    constraint: str = "positive"
     broadcast_optimizer: bool = True
     failed_reward: str = "min"
     executor: str = "sequential"
@@ -88,6 +89,7 @@ class SearchConfig:
         need(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "must be > 0")
         need(self.policy_optimizer in OPTIMIZERS, "policy_optimizer", f"must be one of {OPTIMIZERS}")
         need(self.failed_reward in FAILED_REWARD, "failed_reward", f"must be one of {FAILED_REWARD}")
+        need(self.constraint in CONSTRAINTS, "constraint", f"must be one of {CONSTRAINTS}")
         need(self.executor in EXECUTORS, "executor", f"must be one of {EXECUTORS}")
 
 
@@ -147,7 +149,10 @@ class LossSearch:
             torch.manual_seed(config.seed)
             state = task.make_state()
         self.executor.setup(task, config.B, state)
-        self.static_thetas = self.policy.sample(config.B, self.generator) if config.mode == "random" else None
+        self.static_thetas = self.sample_policy() if config.mode == "random" else None
+
+    def sample_policy(self) -> Tensor:
+        return self.policy.sample(self.config.B, self.generator, constraint=self.config.constraint)
 
     def sample_thetas(self) -> Tensor:
         cfg = self.config
@@ -155,7 +160,7 @@ class LossSearch:
             return identity_theta(cfg.M, dtype=torch.float64).expand(cfg.B, -1).clone()
         if cfg.mode == "random":
             return self.static_thetas
-        return self.policy.sample(cfg.B, self.generator)
+        return self.sample_policy()
 
     def step(self) -> EpochRecord:
         """One epoch of Algorithm 1."""

@@ -100,3 +100,29 @@ def tau_derivative(p: Tensor, theta: Tensor) -> Tensor:
 def interval_edges(M: int, domain: tuple[float, float]) -> Tensor:
     """The end points zeta_0..zeta_M of the M equal intervals of ``domain``."""
     return torch.linspace(domain[0], domain[1], theta_dim(M) // 4 + 1, dtype=torch.float64)
+
+
+#: Which sampled thetas belong to the search space (see :func:`in_search_space`).
+CONSTRAINTS = ("positive", "none")
+
+
+def in_search_space(theta: Tensor, constraint: str = "positive") -> Tensor:
+    """Whether theta (..., 4M) defines a loss of the search space of Section 3.3.
+
+    ``"positive"``: "tau and t are any function with positive gradient" (Section 3.3), and
+    ``-log tau`` must be defined: every slope ``a^t_i, a^tau_i > 0`` and ``tau > 0`` on (0, 1].
+    A line is positive on an interval iff it is at both ends, so the check is exact: the line of
+    interval i must be > 0 at ``zeta_{i+1}`` and at ``zeta_i`` (>= 0 allowed at p = 0 only).
+    ``"none"``: every theta (the raw Gaussian of Eq. 19; tau <= 0 is then handled by the loss's
+    ``invalid_tau``).
+    """
+    if constraint not in CONSTRAINTS:
+        raise ValueError(f"constraint must be one of {CONSTRAINTS}, got {constraint!r}")
+    if constraint == "none":
+        return torch.ones(theta.shape[:-1], dtype=torch.bool, device=theta.device)
+    a_t, _, a_tau, b_tau = split_theta(theta)
+    edges = interval_edges(a_tau.shape[-1], TAU_DOMAIN).to(theta.dtype).to(theta.device)
+    left = a_tau * edges[:-1] + b_tau
+    right = a_tau * edges[1:] + b_tau
+    left_ok = torch.cat([left[..., :1] >= 0, left[..., 1:] > 0], dim=-1)
+    return (a_t > 0).all(-1) & (a_tau > 0).all(-1) & left_ok.all(-1) & (right > 0).all(-1)

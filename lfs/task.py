@@ -124,23 +124,28 @@ class SupervisedTask(Task):
         eval_batch_size: batch size for the validation pass.
         eval_kwargs: keyword arguments of the model's forward in the validation pass (e.g.
             ``{"embed": True}`` for a model that returns embeddings for a retrieval reward).
+        device: where the model and batches live (default: where ``model_fn`` puts the model).
+
+    ``train_data`` / ``val_data`` may be None in a subclass that overrides :meth:`train_batches`
+    and :meth:`val_batches` (e.g. to stream a torch Dataset through a DataLoader).
     """
 
     def __init__(self, model_fn: Callable[[], nn.Module], optimizer_fn: Callable[[Iterable[Tensor]], torch.optim.Optimizer],
                  loss_fn: Callable, train_data: tuple[Tensor, Tensor], val_data: tuple[Tensor, Tensor],
                  batch_size: int, scheduler_fn: Callable | None = None, predict_fn: Callable = default_predict,
                  reward_fn: Callable[[Tensor, Tensor], float] = accuracy_reward,
-                 augment_fn: Callable | None = None, eval_batch_size: int = 1024, eval_kwargs: dict | None = None):
+                 augment_fn: Callable | None = None, eval_batch_size: int = 1024, eval_kwargs: dict | None = None,
+                 device: str | torch.device | None = None):
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        n = len(train_data[0])
-        if n < batch_size:
-            raise ValueError(f"batch_size={batch_size} is larger than the training split ({n} examples)")
+        if train_data is not None and len(train_data[0]) < batch_size:
+            raise ValueError(f"batch_size={batch_size} is larger than the training split ({len(train_data[0])} examples)")
         self.model_fn, self.optimizer_fn, self.scheduler_fn = model_fn, optimizer_fn, scheduler_fn
         self.loss_fn, self.predict_fn, self.reward_fn, self.augment_fn = loss_fn, predict_fn, reward_fn, augment_fn
         self.train_data, self.val_data = train_data, val_data
         self.batch_size, self.eval_batch_size = int(batch_size), int(eval_batch_size)
         self.eval_kwargs = dict(eval_kwargs or {})
+        self.device = torch.device(device) if device is not None else None
 
     # -- data -----------------------------------------------------------------------------
     def train_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
@@ -161,8 +166,13 @@ class SupervisedTask(Task):
             yield x[start : start + self.eval_batch_size], y[start : start + self.eval_batch_size]
 
     # -- Task -----------------------------------------------------------------------------
+    def to_device(self, t: Tensor) -> Tensor:
+        return t if self.device is None else t.to(self.device, non_blocking=True)
+
     def make_state(self) -> TrainState:
         model = self.model_fn()
+        if self.device is not None:
+            model = model.to(self.device)
         optimizer = self.optimizer_fn(model.parameters())
         scheduler = self.scheduler_fn(optimizer) if self.scheduler_fn is not None else None
         return TrainState(model, optimizer, scheduler)
@@ -172,6 +182,7 @@ class SupervisedTask(Task):
         model.train()
         total, steps = 0.0, 0
         for x, y in self.train_batches(seed):
+            x, y = self.to_device(x), self.to_device(y)
             loss = self.loss_fn(model(x), y, theta)
             if not torch.isfinite(loss):
                 return EpochStats(loss=math.nan, finite=False, steps=steps)
@@ -189,6 +200,6 @@ class SupervisedTask(Task):
         model.eval()
         scores, targets = [], []
         for x, y in self.val_batches():
-            scores.append(self.predict_fn(model(x, **self.eval_kwargs)))
+            scores.append(self.predict_fn(model(self.to_device(x), **self.eval_kwargs)).cpu())
             targets.append(y)
         return float(self.reward_fn(torch.cat(scores), torch.cat(targets)))

@@ -112,7 +112,8 @@ def test_broadcast_optimizer_option(executor):
 @pytest.mark.parametrize("executor", ["sequential", "vectorized"])
 def test_nan_samples_never_win_and_search_keeps_running(executor):
     # invalid_tau="nan": any sample with tau(p) <= 0 on some example yields a NaN loss and fails
-    s, res = run(make_task(invalid_tau="nan"), mode="learn", seed=7, B=8, epochs=3, executor=executor)
+    s, res = run(make_task(invalid_tau="nan"), mode="learn", seed=7, B=8, epochs=3, executor=executor,
+                 constraint="none")
     n_failed = 0
     for r in res.history:
         failed = r.failed
@@ -135,7 +136,8 @@ def test_all_samples_failing_raises_clear_error():
 
 
 def test_failed_reward_drop_leaves_failed_samples_out_of_the_update():
-    s, res = run(make_task(invalid_tau="nan"), mode="learn", seed=7, B=8, epochs=1, failed_reward="drop")
+    s, res = run(make_task(invalid_tau="nan"), mode="learn", seed=7, B=8, epochs=1, failed_reward="drop",
+                 constraint="none")
     r = res.history[0]
     assert 0 < sum(r.failed) < 8
     assert len(r.normalized_rewards) == 8 - sum(r.failed)
@@ -214,8 +216,20 @@ def test_callback_task_runs_with_sequential_executor():
         lfs.search(lfs.CallbackTask(make_state, train_epoch, reward), epochs=1, B=2, executor="vectorized")
 
 
+def test_sampled_losses_stay_in_the_search_space():
+    from lfs.search_space import in_search_space
+
+    _, res = run(make_task(), mode="fixed", seed=3, B=8, epochs=2)
+    thetas = torch.tensor([t for r in res.history for t in r.thetas], dtype=torch.float64)
+    assert in_search_space(thetas).all()
+    _, raw = run(make_task(), mode="fixed", seed=3, B=8, epochs=2, constraint="none")
+    raw_thetas = torch.tensor([t for r in raw.history for t in r.thetas], dtype=torch.float64)
+    assert not in_search_space(raw_thetas).all()  # the raw Gaussian leaves the space
+
+
 @pytest.mark.parametrize("key,value", [("B", 0), ("M", 0), ("sigma", 0.0), ("sigma", -1.0), ("epochs", 0),
-                                       ("mode", "evolve"), ("executor", "gpu"), ("failed_reward", "zero")])
+                                       ("mode", "evolve"), ("executor", "gpu"), ("failed_reward", "zero"),
+                                       ("constraint", "strict")])
 def test_config_errors_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"search.{key}"):
         SearchConfig(**{"epochs": 1, key: value})

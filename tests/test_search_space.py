@@ -75,3 +75,27 @@ def test_bad_theta_length_and_M_raise():
         lfs.t_transform(torch.zeros(3), torch.zeros(10))
     with pytest.raises(ValueError, match="M"):
         lfs.identity_theta(0)
+
+
+def test_in_search_space_by_hand():
+    from lfs.search_space import in_search_space
+
+    th = lfs.identity_theta(2, dtype=torch.float64)  # [a_t(2), b_t(2), a_tau(2), b_tau(2)]
+    assert in_search_space(th) and in_search_space(th, "none")
+    bad = th.clone()
+    bad[0] = -0.1  # a t slope <= 0
+    assert not in_search_space(bad)
+    bad = th.clone()
+    bad[6] = -0.01  # b_0^tau < 0: tau(0) < 0
+    assert not in_search_space(bad)
+    bad = th.clone()
+    bad[5], bad[7] = 1.0, -0.5  # second tau piece: 1 * 0.5 - 0.5 = 0 at its left end
+    assert not in_search_space(bad)
+    ok = th.clone()
+    ok[7] = -0.49  # positive on [0.5, 1]: 0.01 at the left end
+    assert in_search_space(ok)
+    batch = torch.stack([th, bad, ok])
+    assert in_search_space(batch).tolist() == [True, False, True]
+    assert in_search_space(bad, "none")
+    with pytest.raises(ValueError, match="constraint"):
+        in_search_space(th, "strict")

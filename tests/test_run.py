@@ -1,0 +1,75 @@
+"""benchmarks/run.py end to end: a smoke sweep through Hydra, rows, report, skip, config errors."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+RUN = [sys.executable, str(ROOT / "benchmarks" / "run.py")]
+
+
+def run(args, tmp_path, timeout=300):
+    env = {**os.environ, "LFS_CACHE": str(tmp_path / "cache")}
+    return subprocess.run(RUN + args + [f"results_dir={tmp_path / 'res'}", f"hydra.sweep.dir={tmp_path / 'hydra'}"],
+                          capture_output=True, text=True, timeout=timeout, cwd=tmp_path, env=env)
+
+
+@pytest.mark.slow
+def test_smoke_table_writes_rows_report_and_skips_existing(tmp_path):
+    out = run(["+table=market1501", "tier=smoke"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = sorted((tmp_path / "res" / "smoke" / "market1501").rglob("seed=*.json"))
+    rows = [p for p in rows if not p.name.endswith(".history.json")]
+    assert [p.parent.parent.name for p in rows] == ["learn", "sphere_reid"]
+    row = json.loads(rows[0].read_text())
+    assert row["table"] == "market1501" and row["tier"] == "smoke" and row["seed"] == 0
+    assert set(row["metrics"]) >= {"mAP", "rank1", "rank5"}
+    prov = row["provenance"]
+    for key in ("command", "overrides", "git_commit", "git_dirty", "host", "cpu", "versions", "date", "wall_seconds"):
+        assert key in prov
+    assert "method=learn" in prov["overrides"]
+    history = json.loads(rows[0].with_name("seed=0.history.json").read_text())
+    assert len(history) == 2 and len(history[0]["mu"]) == 24  # 2 smoke epochs, 4M entries of mu
+    # the final line says where the table's CSV, Markdown and figures are
+    last = out.stdout.strip().splitlines()[-1]
+    assert "market1501 (smoke tier): CSV" in last
+    assert (tmp_path / "res" / "smoke" / "market1501.csv").exists()
+    assert (tmp_path / "res" / "smoke" / "market1501.md").exists()
+    # rerunning skips the rows that exist
+    before = rows[0].stat().st_mtime_ns
+    again = run(["+table=market1501", "tier=smoke"], tmp_path)
+    assert again.returncode == 0
+    assert again.stdout.count("skip:") == 2
+    assert rows[0].stat().st_mtime_ns == before
+
+
+@pytest.mark.parametrize("override,key", [("search.B=0", "search.B"), ("search.M=0", "search.M"),
+                                          ("search.sigma=0", "search.sigma"), ("noise=1.0", "noise"),
+                                          ("noise=-0.1", "noise")])
+def test_config_errors_fail_fast_with_one_line(tmp_path, override, key):
+    out = run(["+table=cifar10", "tier=smoke", override], tmp_path, timeout=120)
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and key in errors[0]
+    assert not (tmp_path / "res").exists()  # no job ran, no half-written result
+
+
+def test_unknown_table_is_one_line(tmp_path):
+    out = run(["+table=cifar100"], tmp_path, timeout=60)
+    assert out.returncode != 0
+    assert out.stderr.strip().splitlines() == [
+        "error: unknown table 'cifar100' (+table=...); available: ablation_b, ablation_m, ablation_search, "
+        "ablation_sigma, cifar10, dukemtmc, figure1, market1501, megaface"]
+
+
+def test_row_setting_keeps_variants_apart():
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from benchmarks.run import row_setting
+
+    assert row_setting({"noise": 0.1}, ["noise=0.1", "method=learn", "seed=2", "+table=cifar10"]) == {"noise": 0.1}
+    assert row_setting({}, ["search.sigma_is=std", "results_dir=x", "hydra.sweep.dir=y"]) == {
+        "search.sigma_is": "std"}
+    assert row_setting({"B": 8}, ["search.B=8"]) == {"B": 8}
