@@ -94,3 +94,16 @@ def test_policy_errors_name_the_problem():
         lfs.GaussianPolicy(M=1).update(torch.zeros(2, 4), torch.tensor([1.0, math.nan]))
     with pytest.raises(ValueError, match="sigma_is"):
         lfs.GaussianPolicy(M=1).load_state_dict({**lfs.GaussianPolicy(M=1, sigma_is="std").state_dict()})
+
+
+@pytest.mark.parametrize("sigma_is,low,high", [("variance", 0.13, 0.18), ("std", 0.34, 0.40)])
+def test_share_of_raw_draws_inside_the_search_space(sigma_is, low, high):
+    """REPRODUCE.md quotes these rates: ~15 % (sigma as variance) and ~37 % (as std) of raw draws
+    around the identity have positive slopes and tau > 0 on (0, 1]."""
+    from lfs.search_space import in_search_space
+
+    pol = lfs.GaussianPolicy(M=6, sigma=0.2, sigma_is=sigma_is)
+    raw = pol.sample(20000, torch.Generator().manual_seed(0))
+    assert low < in_search_space(raw).double().mean().item() < high
+    inside = pol.sample(500, torch.Generator().manual_seed(1), constraint="positive")
+    assert in_search_space(inside).all()

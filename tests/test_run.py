@@ -57,6 +57,14 @@ def test_config_errors_fail_fast_with_one_line(tmp_path, override, key):
     assert not (tmp_path / "res").exists()  # no job ran, no half-written result
 
 
+def test_figure1_table_runs_without_training(tmp_path):
+    out = run(["+table=figure1", "tier=smoke"], tmp_path, timeout=180)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = list((tmp_path / "res" / "smoke" / "figure1").rglob("seed=0.json"))
+    assert len(rows) == 15  # 5 losses x M in {3, 6, 10}
+    assert (tmp_path / "res" / "smoke" / "figures" / "figure1_search_space.png").exists()
+
+
 def test_unknown_table_is_one_line(tmp_path):
     out = run(["+table=cifar100"], tmp_path, timeout=60)
     assert out.returncode != 0
