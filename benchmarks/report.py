@@ -1,8 +1,9 @@
 """Tables, figures and the regression check, from the result rows alone.
 
-    python benchmarks/report.py [--results results] [--tier mini] [--table NAME]
-    python benchmarks/report.py --check            # exit 1 on a regression
-    python benchmarks/report.py --write-reference  # freeze the mini tier's means as the reference
+    python benchmarks/report.py [--results runs] [--tier mini] [--table NAME]
+    python benchmarks/report.py --check            # your runs (runs/) vs published / the mini reference
+    python benchmarks/report.py --results results --check   # the committed rows
+    python benchmarks/report.py --results results --write-reference  # freeze the mini means
 
 For each (tier, table): ``results/<tier>/<table>.csv`` (one line per dataset x method x setting x
 metric: n, mean, std, 95 % confidence interval of the mean, and the published value where the
@@ -202,14 +203,16 @@ def build(results_dir: Path, tier: str | None = None, table: str | None = None) 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Tables, figures and the regression check from result rows.")
-    ap.add_argument("--results", default="results", type=Path)
+    ap.add_argument("--results", default="runs", type=Path,
+                    help="folder of result rows (default runs/, where run.py writes; committed rows: results/)")
     ap.add_argument("--tier", default=None)
     ap.add_argument("--table", default=None)
     ap.add_argument("--check", action="store_true", help="compare with published cells / the mini reference")
     ap.add_argument("--write-reference", action="store_true", help=f"write {REFERENCE.name} from the mini rows")
     args = ap.parse_args(argv)
     if not args.results.is_dir():
-        print(f"error: results folder {args.results} does not exist", file=sys.stderr)
+        print(f"error: results folder {args.results} does not exist (run benchmarks/run.py +table=NAME first, "
+              "or pass --results results for the committed rows)", file=sys.stderr)
         return 2
     try:
         rows = load_rows(args.results)

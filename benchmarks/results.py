@@ -43,16 +43,17 @@ def row_path(results_dir: str | Path, tier: str, table: str, dataset: str, metho
     return Path(results_dir) / tier / table / dataset / method / setting_key(setting) / f"seed={seed}.json"
 
 
-def atomic_write_json(path: Path, obj: Any) -> None:
+def atomic_write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
     """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``:
     readers see the old file or the complete new one, never a partial one."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=1, sort_keys=True, allow_nan=True, default=_jsonable)
+            json.dump(obj, f, indent=indent, sort_keys=True, allow_nan=True, default=_jsonable)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -114,6 +115,20 @@ def provenance(overrides: Iterable[str] = (), repo: Path | None = None) -> dict:
                      "lfs": lfs.__version__},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
+
+
+def compact(info: dict, max_items: int = 64) -> dict:
+    """The small, descriptive part of a loader's ``info`` (scalars, short lists, small dicts):
+    generator internals and per-example arrays stay out of result rows."""
+    out = {}
+    for k, v in info.items():
+        if isinstance(v, (str, int, float, bool)) or v is None:
+            out[k] = v
+        elif isinstance(v, (list, tuple)) and len(v) <= max_items and all(isinstance(x, (str, int, float)) for x in v):
+            out[k] = list(v)
+        elif isinstance(v, dict) and len(json.dumps(v, default=str)) <= 2000:
+            out[k] = v
+    return out
 
 
 def make_row(*, table: str, tier: str, dataset: str, method: str, setting: dict, seed: int, metrics: dict,

@@ -79,7 +79,7 @@ def main(cfg: DictConfig) -> None:
     prov["wall_seconds"] = round(time.perf_counter() - start, 3)
     prov["config"] = plain
     if history:  # the row is written last: a row on disk means its run is complete
-        results.atomic_write_json(path.with_name(path.stem + ".history.json"), history)
+        results.atomic_write_json(path.with_name(path.stem + ".history.json"), history, indent=None)
     results.atomic_write_json(path, results.make_row(metrics=metrics, provenance=prov, extra=extra, **ident))
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     print(f"done: {ident['dataset']}/{ident['method']}/{results.setting_key(ident['setting'])}/seed={ident['seed']}: "

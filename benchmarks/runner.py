@@ -20,6 +20,7 @@ import lfs
 from lfs.search import EpochRecord
 
 from . import methods as methods_registry
+from . import results
 
 
 class ConfigError(ValueError):
@@ -46,24 +47,28 @@ def validate(cfg: dict, check_method: bool = True) -> None:
         need(t.get("batch_size", 0) >= 1, "train.batch_size", "must be >= 1", t.get("batch_size"))
         need(t.get("schedule") in ("cosine", "step", "constant"), "train.schedule",
              "must be one of cosine, step, constant", t.get("schedule"))
-    if not check_method:
-        pass
-    elif cfg.get("table") == "figure1":
-        from lfs.fit import KNOWN_LOSSES
-
-        need(cfg["method"] in KNOWN_LOSSES, "method", f"must be one of {', '.join(KNOWN_LOSSES)} for figure1",
-             cfg["method"])
-    else:
-        try:
-            methods_registry.get(cfg["method"])
-        except ValueError as e:
-            raise ConfigError(f"method: {e}") from None
+    if check_method:
+        validate_method(cfg)
     try:
         lfs.SearchConfig(epochs=1, B=s["B"], M=s["M"], sigma=float(s["sigma"]), sigma_is=s["sigma_is"],
                          lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
                          failed_reward=s["failed_reward"], executor=s["executor"], constraint=s["constraint"])
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def validate_method(cfg: dict) -> None:
+    """The method exists (figure1's "methods" are the known losses of lfs.fit)."""
+    if cfg.get("table") == "figure1":
+        from lfs.fit import KNOWN_LOSSES
+
+        if cfg["method"] not in KNOWN_LOSSES:
+            raise ConfigError(f"method must be one of {', '.join(KNOWN_LOSSES)} for figure1, got {cfg['method']!r}")
+        return
+    try:
+        methods_registry.get(cfg["method"])
+    except ValueError as e:
+        raise ConfigError(f"method: {e}") from None
 
 
 def set_threads(cfg: dict) -> int:
@@ -378,7 +383,7 @@ def run(cfg: dict) -> tuple[dict, dict, list[dict]]:
     train_seconds = time.perf_counter() - start
     metrics = evaluate(cfg, data, model)
     extra.update({"train_seconds": train_seconds, "threads": threads, "num_classes": int(data.num_classes),
-                  "data": dict(data.info)})
+                  "data": results.compact(dict(data.info))})
     return metrics, extra, history
 
 

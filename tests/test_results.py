@@ -62,3 +62,13 @@ def test_provenance_has_the_required_fields():
         assert key in prov
     assert prov["overrides"] == ["+table=cifar10"]
     assert {"python", "torch", "lfs"} <= set(prov["versions"])
+
+
+def test_rows_keep_only_compact_loader_info(tmp_path):
+    info = {"noise": 0.2, "name": "x", "flipped": 12, "world": {"W": [[0.1] * 64] * 64},
+            "train_camid": list(range(5000)), "params": {"a": 1, "b": [1, 2]}, "classes": ["cat", "dog"]}
+    assert results.compact(info) == {"noise": 0.2, "name": "x", "flipped": 12, "params": {"a": 1, "b": [1, 2]},
+                                     "classes": ["cat", "dog"]}
+    path = tmp_path / "seed=0.json"
+    results.atomic_write_json(path, {"x": 1})
+    assert oct(path.stat().st_mode & 0o777) == "0o644"
