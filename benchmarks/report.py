@@ -184,11 +184,13 @@ def make_reference(agg: dict, tier: str = "mini") -> dict:
 
 
 # ---------------------------------------------------------------------------------- main
-def build(results_dir: Path, tier: str | None = None, table: str | None = None) -> list[Path]:
-    """Regenerate CSV/Markdown tables and figures; returns the files written."""
+def build(results_dir: Path, tier: str | None = None, table: str | None = None,
+          rows: list[dict] | None = None) -> list[Path]:
+    """Regenerate CSV/Markdown tables and figures; returns the files written. ``rows``: the rows of
+    ``results_dir`` if already loaded."""
     from benchmarks import figures
 
-    rows = load_rows(results_dir)
+    rows = load_rows(results_dir) if rows is None else rows
     agg = aggregate(rows)
     tiers = [tier] if tier else sorted({r["tier"] for r in rows} | {"full"})
     written: list[Path] = []
@@ -219,22 +221,22 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    if not (args.write_reference or args.check):
+        for path in build(args.results, args.tier, args.table, rows):
+            print(path)
+        return 0
     agg = aggregate(rows)
     if args.write_reference:
         REFERENCE.write_text(json.dumps(make_reference(agg), indent=1, sort_keys=True) + "\n")
         print(f"reference: {REFERENCE} ({sum(1 for k in agg if k[0] == 'mini')} cells)")
         return 0
-    if args.check:
-        reference = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None
-        lines, ok = check(agg, reference)
-        print("\n".join(lines))
-        counts = {w: sum(line.startswith(w) for line in lines) for w in ("ok", "REGRESSION", "not run")}
-        print(f"check: {counts['ok']} ok, {counts['REGRESSION']} regressions, {counts['not run']} not run"
-              + ("" if reference is not None else f" (no {REFERENCE.name} yet)"))
-        return 0 if ok else 1
-    for path in build(args.results, args.tier, args.table):
-        print(path)
-    return 0
+    reference = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None  # --check
+    lines, ok = check(agg, reference)
+    print("\n".join(lines))
+    counts = {w: sum(line.startswith(w) for line in lines) for w in ("ok", "REGRESSION", "not run")}
+    print(f"check: {counts['ok']} ok, {counts['REGRESSION']} regressions, {counts['not run']} not run"
+          + ("" if reference is not None else f" (no {REFERENCE.name} yet)"))
+    return 0 if ok else 1
 
 
 if __name__ == "__main__":

@@ -246,9 +246,9 @@ def device_of(cfg: dict) -> torch.device:
 def make_streaming_task(cfg: dict, data, model_fn, loss_fn) -> lfs.SupervisedTask:
     from benchmarks.streaming import Concat, DatasetTask, Indexed, labels_of
 
+    device = device_of(cfg)
     common = dict(batch_size=int(cfg["train"]["batch_size"]), scheduler_fn=scheduler_factory(cfg),
-                  num_workers=int(cfg.get("workers", 4)), device=device_of(cfg),
-                  pin_memory=device_of(cfg).type == "cuda")
+                  num_workers=int(cfg.get("workers", 4)), device=device, pin_memory=device.type == "cuda")
     if cfg["dataset"]["kind"] == "classification":
         return DatasetTask(model_fn, optimizer_factory(cfg), loss_fn, data.train, data.val, **common)
     vq, vg = data.val_query, data.val_gallery
@@ -276,10 +276,20 @@ def make_task(cfg: dict, data, model_fn, loss_fn) -> lfs.SupervisedTask:
 
 
 # ------------------------------------------------------------------------------- evaluate
-@torch.no_grad()
-def embed(model: nn.Module, x: torch.Tensor, batch: int = 4096) -> torch.Tensor:
+def outputs(model: nn.Module, batches, device: torch.device | None = None, logits: bool = False) -> torch.Tensor:
+    """The model's embeddings (or, with ``logits``, its prediction scores) over ``batches`` of
+    tensors or DataLoader items, in eval mode, gathered on the CPU (no flip, no normalization)."""
+    from benchmarks.evaluation import extract_features
+
     model.eval()
-    return torch.cat([model(x[i:i + batch], embed=True) for i in range(0, len(x), batch)])
+    fn = (lambda x: lfs.task.default_predict(model(x))) if logits else (lambda x: model(x, embed=True))
+    return extract_features(fn, batches, flip=False, normalize=False, device=device)
+
+
+def loader(dataset, cfg: dict):
+    from torch.utils.data import DataLoader
+
+    return DataLoader(dataset, batch_size=256, shuffle=False, num_workers=int(cfg.get("workers", 4)))
 
 
 @torch.no_grad()
@@ -292,10 +302,9 @@ def evaluate(cfg: dict, data, model: nn.Module) -> dict:
         return evaluate_streaming(cfg, data, model)
     if kind == "classification":
         x, y = data.test
-        logits = torch.cat([lfs.task.default_predict(model(x[i:i + 4096])) for i in range(0, len(x), 4096)])
-        return {"top1_error": float(top1_error(logits, y))}
+        return {"top1_error": float(top1_error(outputs(model, x.split(4096), logits=True), y))}
     (qx, qp, qc), (gx, gp, gc) = data.query, data.gallery
-    qf, gf = embed(model, qx), embed(model, gx)
+    qf, gf = outputs(model, qx.split(4096)), outputs(model, gx.split(4096))
     metrics = {k: float(v) for k, v in evaluate_reid(qf, gf, qp, gp, qc, gc).items()}
     if kind == "face":
         # MegaFace-style identification: every non-distractor image is a probe of its identity,
@@ -310,15 +319,14 @@ def evaluate(cfg: dict, data, model: nn.Module) -> dict:
 @torch.no_grad()
 def evaluate_streaming(cfg: dict, data, model: nn.Module) -> dict:
     from benchmarks.evaluation import evaluate_reid, top1_error
-    from benchmarks.streaming import embed_dataset, labels_of
+    from benchmarks.streaming import labels_of
 
-    dev, workers = device_of(cfg), int(cfg.get("workers", 4))
+    dev = device_of(cfg)
     if cfg["dataset"]["kind"] == "classification":
-        logits = embed_dataset(model, data.test, 256, workers, dev,
-                               forward=lambda m, x: lfs.task.default_predict(m(x)))
+        logits = outputs(model, loader(data.test, cfg), dev, logits=True)
         return {"top1_error": float(top1_error(logits, torch.tensor(data.test.targets)))}
-    qf = embed_dataset(model, data.query, 256, workers, dev)
-    gf = embed_dataset(model, data.gallery, 256, workers, dev)
+    qf = outputs(model, loader(data.query, cfg), dev)
+    gf = outputs(model, loader(data.gallery, cfg), dev)
     q = [labels_of(data.query, k) for k in (1, 2)]
     g = [labels_of(data.gallery, k) for k in (1, 2)]
     metrics = {k: float(v) for k, v in evaluate_reid(qf, gf, q[0], g[0], q[1], g[1]).items()}

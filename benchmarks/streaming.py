@@ -7,7 +7,7 @@ see the same batches, and a rerun the same ones.
 """
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from typing import Iterator
 
 import torch
 from torch import Tensor
@@ -107,16 +107,3 @@ def labels_of(dataset: Dataset, position: int) -> Tensor:
     if items is not None:
         return torch.tensor([it[position] for it in items])
     return torch.tensor([int(dataset[i][position]) for i in range(len(dataset))])
-
-
-@torch.no_grad()
-def embed_dataset(model: torch.nn.Module, dataset: Dataset, batch_size: int, num_workers: int,
-                  device: torch.device | None, forward: Callable | None = None) -> Tensor:
-    """Model outputs (``forward(model, x)``, default the embedding) over a dataset, in order."""
-    model.eval()
-    forward = forward or (lambda m, x: m(x, embed=True))
-    out = []
-    for batch in DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers):
-        x = batch[0] if device is None else batch[0].to(device)
-        out.append(forward(model, x).cpu())
-    return torch.cat(out)
