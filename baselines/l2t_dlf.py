@@ -104,6 +104,7 @@ recalled, not as re-read here: check them against arXiv 1810.12081 before callin
 """
 from __future__ import annotations
 
+import copy
 import math
 from typing import Callable
 
@@ -309,6 +310,17 @@ class L2TDLF:
         if val_error is not None:
             self.state["val_error"] = float(val_error)
         return dict(self.state)
+
+    def state_dict(self) -> dict:
+        """Teacher, its optimizer and the progress state (for checkpoints)."""
+        return {"teacher": copy.deepcopy(self.teacher.state_dict()),
+                "optimizer": copy.deepcopy(self.optimizer.state_dict()),
+                "state": dict(self.state), "seen": sorted(self._seen)}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.teacher.load_state_dict(state["teacher"])
+        self.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+        self.state, self._seen = dict(state["state"]), set(state["seen"])
 
     def features(self) -> Tensor:
         """The current feature vector (:data:`FEATURE_NAMES` order) in the teacher's dtype."""

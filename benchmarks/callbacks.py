@@ -5,7 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from hydra.errors import CompactHydraException
 from hydra.experimental.callback import Callback
+
+
+class JobError(CompactHydraException):
+    """Bad input met while a job ran (missing dataset, unusable checkpoint, ...): Hydra prints
+    just this message (no traceback) and the command exits non-zero."""
 
 
 class ReportCallback(Callback):

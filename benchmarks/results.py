@@ -43,6 +43,11 @@ def row_path(results_dir: str | Path, tier: str, table: str, dataset: str, metho
     return Path(results_dir) / tier / table / dataset / method / setting_key(setting) / f"seed={seed}.json"
 
 
+def checkpoint_path(row: Path) -> Path:
+    """Where the run of a row keeps its per-epoch checkpoint until the row is written."""
+    return row.with_name(row.stem + ".ckpt")
+
+
 def atomic_write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
     """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``:
     readers see the old file or the complete new one, never a partial one."""
@@ -111,6 +116,8 @@ def provenance(overrides: Iterable[str] = (), repo: Path | None = None) -> dict:
         "gpu": gpu,
         "torch_threads": torch.get_num_threads(),
         "slurm_job_id": os.environ.get("SLURM_JOB_ID"),
+        "slurm_restart_count": int(os.environ["SLURM_RESTART_COUNT"]) if "SLURM_RESTART_COUNT" in os.environ else None,
+        "world_size": torch.distributed.get_world_size() if torch.distributed.is_initialized() else 1,
         "versions": {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
                      "lfs": lfs.__version__},
         "date": datetime.now(timezone.utc).isoformat(timespec="seconds"),

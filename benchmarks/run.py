@@ -19,6 +19,12 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
 from benchmarks import results, runner
+from benchmarks.callbacks import JobError
+from benchmarks.data import DatasetError
+from lfs import SearchFailed
+from lfs.distributed import environment as distributed_environment
+from lfs.distributed import is_writer
+from lfs import checkpoint as lfs_checkpoint
 
 CONF = Path(__file__).resolve().parent / "conf"
 
@@ -38,7 +44,12 @@ def check_table_argument(argv: list[str]) -> None:
 
 # Overrides that do not change what a run computes, or that are already part of a row's identity.
 IDENTITY_FREE = {"table", "tier", "dataset", "method", "seed", "results_dir", "force", "progress", "threads",
-                 "cache_dir"}
+                 "cache_dir", "checkpoint", "workers", "device", "search.executor", "dataset.root",
+                 "dataset.megaface.root", "dataset.megaface.templatelists", "dataset.megaface.probe_list",
+                 "dataset.megaface.distractor_list", "dataset.megaface.facescrub_images",
+                 "dataset.megaface.megaface_images", "dataset.megaface.megaface_noises",
+                 "dataset.megaface.facescrub_noises", "dataset.megaface.check_images", "dataset.megaface.batch_size",
+                 "dataset.megaface.score_batch", "dataset.megaface.features_out"}
 
 
 def row_setting(setting: dict, overrides: list[str]) -> dict:
@@ -47,7 +58,7 @@ def row_setting(setting: dict, overrides: list[str]) -> dict:
     out = dict(setting)
     for o in overrides:
         key, _, value = o.lstrip("+~").partition("=")
-        if key.startswith("hydra.") or key in IDENTITY_FREE or key in setting or not value:
+        if key.startswith(("hydra.", "hydra/")) or key in IDENTITY_FREE or key in setting or not value:
             continue
         if key in ("noise", "search.B", "search.M", "search.sigma_is") and key.split(".")[-1] in setting:
             continue
@@ -73,14 +84,27 @@ def main(cfg: DictConfig) -> None:
     if path.exists() and not plain["force"]:
         print(f"skip: {path} exists (force=true reruns it)", flush=True)
         return
+    env = distributed_environment()
+    if env is not None and int(env["RANK"]) != 0 and not runner.methods_registry.get(plain["method"]).is_search:
+        return  # a job of several processes: only a loss search is spread over them; rank 0 runs the rest
+    checkpoint = results.checkpoint_path(path) if plain.get("checkpoint", True) else None
+    if checkpoint is not None and plain["force"]:
+        lfs_checkpoint.remove(checkpoint)  # force: start over
     start = time.perf_counter()
-    metrics, extra, history = runner.run(plain)
+    try:
+        metrics, extra, history = runner.run(plain, checkpoint=checkpoint)
+    except (DatasetError, runner.ConfigError, lfs_checkpoint.CheckpointError, SearchFailed) as e:
+        raise JobError(f"error: {ident['dataset']}/{ident['method']}/seed={ident['seed']}: {e}") from None
+    if not is_writer():  # other ranks of a distributed search: rank 0 writes the row
+        return
     prov = results.provenance(overrides=overrides)
     prov["wall_seconds"] = round(time.perf_counter() - start, 3)
     prov["config"] = plain
     if history:  # the row is written last: a row on disk means its run is complete
         results.atomic_write_json(path.with_name(path.stem + ".history.json"), history, indent=None)
     results.atomic_write_json(path, results.make_row(metrics=metrics, provenance=prov, extra=extra, **ident))
+    if checkpoint is not None:
+        lfs_checkpoint.remove(checkpoint)  # the row is on disk: the run is complete
     shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
     print(f"done: {ident['dataset']}/{ident['method']}/{results.setting_key(ident['setting'])}/seed={ident['seed']}: "
           f"{shown} ({prov['wall_seconds']:.1f}s) -> {path}", flush=True)

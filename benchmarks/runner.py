@@ -10,6 +10,7 @@ import os
 import sys
 import time
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Callable
 
 import torch
@@ -17,6 +18,9 @@ import torch.nn as nn
 
 import baselines
 import lfs
+from lfs.distributed import environment as distributed_environment
+from lfs import checkpoint as lfs_checkpoint
+from lfs.executors import load_train_state, train_state_dict
 from lfs.search import EpochRecord
 
 from . import methods as methods_registry
@@ -139,9 +143,20 @@ def load_data(cfg: dict):
     if ds["name"] in ("market1501", "dukemtmc"):
         kwargs.update(reid_transforms(cfg))
     if ds["kind"] == "face" and ds["name"] not in GENERATED:
-        raise ConfigError("dataset megaface: training on CASIA-WebFace loads, but the MegaFace devkit evaluation "
-                          "(FaceScrub probes vs. distractor lists) is not implemented yet; nothing was run")
-    data = _load_cached(ds["name"], {"seed": cfg["data_seed"], **kwargs}, cfg.get("cache_dir"))
+        # Table 3, full tier: CASIA-WebFace training + the MegaFace devkit's lists, all checked now
+        from benchmarks.data import DatasetError
+        from benchmarks.data.faces import load_megaface, megaface_options
+
+        try:
+            data = load_megaface(megaface=megaface_options(ds.get("megaface") or {}), seed=cfg["data_seed"],
+                                 input_size=(cfg["model"].get("kwargs") or {}).get("input_size", (112, 96)),
+                                 fit=ds.get("fit", "resize"), **kwargs)
+        except DatasetError:
+            raise
+        except ValueError as e:  # a bad dataset.* value: one line naming the key
+            raise ConfigError(str(e)) from None
+    else:
+        data = _load_cached(ds["name"], {"seed": cfg["data_seed"], **kwargs}, cfg.get("cache_dir"))
     n = cfg.get("subsample")
     if n:
         from torch.utils.data import Subset
@@ -325,6 +340,19 @@ def evaluate_streaming(cfg: dict, data, model: nn.Module) -> dict:
     if cfg["dataset"]["kind"] == "classification":
         logits = outputs(model, loader(data.test, cfg), dev, logits=True)
         return {"top1_error": float(top1_error(logits, torch.tensor(data.test.targets)))}
+    if cfg["dataset"]["kind"] == "face":  # Table 3, full tier: MegaFace Challenge 1 rank-1 (devkit lists)
+        from benchmarks.evaluation.megaface import evaluate_megaface
+
+        mf = cfg["dataset"].get("megaface") or {}
+        out = mf.get("features_out")
+        metrics, info = evaluate_megaface(
+            lambda x: model(x, embed=True), data.megaface, batch_size=int(mf.get("batch_size", 256)),
+            workers=int(cfg.get("workers", 4)), device=dev, metric=mf.get("metric", "cosine"),
+            ties=mf.get("ties", "miss"), score_batch=int(mf.get("score_batch", 4096)),
+            features_out=os.path.join(out, cfg["method"], f"seed={cfg['seed']}") if out else None,
+            file_ending=mf.get("file_ending", "_lfs.bin"), seed=cfg["seed"])
+        data.info.update(info)  # run() puts data.info in the row's extra["data"]
+        return metrics
     qf = outputs(model, loader(data.query, cfg), dev)
     gf = outputs(model, loader(data.gallery, cfg), dev)
     q = [labels_of(data.query, k) for k in (1, 2)]
@@ -361,14 +389,23 @@ class Progress:
             print(f"  {self.label} epoch {r.epoch + 1}/{self.epochs} best reward {r.best_reward:.4f} "
                   f"failed {sum(r.failed)}/{len(r.failed)} ({r.seconds:.1f}s)", file=sys.stderr, flush=True)
 
+    def resumed(self, epoch: int, path) -> None:
+        # always said, progress or not: the user must know the run did not start over
+        print(f"  {self.label} resumed at epoch {epoch + 1}/{self.epochs} from {path}", file=sys.stderr, flush=True)
+        if self.bar is not None:
+            self.bar.update(epoch)
+
     def close(self):
         if self.bar is not None:
             self.bar.close()
 
 
 # ------------------------------------------------------------------------------------ run
-def run(cfg: dict) -> tuple[dict, dict, list[dict]]:
-    """Run one job. Returns ``(metrics, extra, history)``; history is the per-epoch records."""
+def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, list[dict]]:
+    """Run one job. Returns ``(metrics, extra, history)``; history is the per-epoch records.
+
+    With ``checkpoint``, a search saves its state there after every epoch and a rerun resumes
+    from it (see :mod:`lfs.checkpoint`)."""
     validate(cfg)
     threads = set_threads(cfg)
     if cfg["table"] == "figure1":
@@ -383,10 +420,10 @@ def run(cfg: dict) -> tuple[dict, dict, list[dict]]:
     progress = Progress(label, cfg["train"]["epochs"], cfg.get("progress", True))
     start = time.perf_counter()
     if method.teacher:
-        model, history = train_l2t_dlf(cfg, data, task, progress)
+        model, history = train_l2t_dlf(cfg, data, task, progress, checkpoint)
         extra: dict = {}
     else:
-        model, history, extra = train_with_search(cfg, method, task, progress)
+        model, history, extra = train_with_search(cfg, method, task, progress, checkpoint)
     progress.close()
     train_seconds = time.perf_counter() - start
     metrics = evaluate(cfg, data, model)
@@ -395,36 +432,81 @@ def run(cfg: dict) -> tuple[dict, dict, list[dict]]:
     return metrics, extra, history
 
 
-def train_with_search(cfg: dict, method, task, progress) -> tuple[nn.Module, list[dict], dict]:
+# Keys that do not change what a run computes: a checkpoint may be resumed under other values.
+RUN_ONLY_KEYS = ("progress", "workers", "threads", "results_dir", "force", "cache_dir", "checkpoint", "device")
+
+
+def resumable_config(cfg: dict) -> dict:
+    return {k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS and k != "search"} | {
+        "search": {k: v for k, v in cfg["search"].items() if k != "executor"}}
+
+
+def check_resumed_config(saved: dict | None, current: dict, path) -> None:
+    """A checkpoint resumes only the run that wrote it: name the first differing key otherwise."""
+    def diff(a, b, prefix=""):
+        for k in sorted(set(a) | set(b)):
+            x, y = a.get(k), b.get(k)
+            if isinstance(x, dict) and isinstance(y, dict):
+                found = diff(x, y, f"{prefix}{k}.")
+                if found:
+                    return found
+            elif x != y:
+                return f"{prefix}{k}", x, y
+        return None
+
+    found = diff(saved or {}, current)
+    if found:
+        key, old, new = found
+        raise ConfigError(f"checkpoint {path} was written with {key}={old!r}, this run has {key}={new!r}; "
+                          "rerun with force=true to start over")
+
+
+def train_with_search(cfg: dict, method, task, progress, checkpoint=None) -> tuple[nn.Module, list[dict], dict]:
     s = cfg["search"]
     if method.is_search:
         B, mode, executor = s["B"], method.search_mode, s["executor"]
+        if executor != "distributed" and distributed_environment() is not None:
+            executor = "distributed"  # launched as one of several processes (torchrun, SLURM tasks)
     else:  # one model trained with a fixed loss: a "search" of one copy with the identity theta
         B, mode, executor = 1, "select", "sequential"
     config = lfs.SearchConfig(epochs=cfg["train"]["epochs"], B=B, M=s["M"], mode=mode, sigma=float(s["sigma"]),
                               sigma_is=s["sigma_is"], lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
                               broadcast_optimizer=bool(s["broadcast_optimizer"]), failed_reward=s["failed_reward"],
                               constraint=s["constraint"], executor=executor, seed=cfg["seed"])
-    best = {"reward": -math.inf, "epoch": None, "state": None}
     search: lfs.LossSearch
 
     def on_epoch(r: EpochRecord):
         progress(r)
+        best = search.user_state["best"]
         if method.early_stopping and r.best_reward > best["reward"]:
-            best.update(reward=r.best_reward, epoch=r.epoch, state=search.executor.export(r.chosen))
+            best.update(reward=r.best_reward, epoch=r.epoch, state=search.executor.copy_state(r.chosen))
 
-    search = lfs.LossSearch(task, config, on_epoch=on_epoch)
+    if executor == "distributed":  # torchrun, or a SLURM job step with several tasks (lfs.distributed)
+        from lfs.distributed import init_process_group
+
+        init_process_group()
+    search = lfs.LossSearch(task, config, on_epoch=on_epoch, checkpoint=checkpoint)
+    search.user_state["best"] = {"reward": -math.inf, "epoch": None, "state": None}  # early stopping's best copy
+    search.user_state["config"] = resumable_config(cfg)
+    if search.resume():
+        check_resumed_config(search.user_state.get("config"), resumable_config(cfg), checkpoint)
+        progress.resumed(search.epoch, checkpoint)
     result = search.run()
+    best = search.user_state["best"]
     history = [asdict(r) for r in result.history]
     extra = {"val_reward": result.reward, "failed_samples": sum(sum(r.failed) for r in result.history),
+             "resumed_at_epoch": search.resumed_from, "executor": executor,
              "final_mu": result.policy["mu"].tolist() if method.search_mode == "learn" else None}
     if method.early_stopping:
         extra.update(val_reward=best["reward"], stopped_epoch=best["epoch"])
-        return best["state"].model, history, extra
+        with torch.random.fork_rng(devices=[]):
+            state = task.make_state()
+        load_train_state(state, best["state"])
+        return state.model, history, extra
     return result.state.model, history, extra
 
 
-def train_l2t_dlf(cfg: dict, data, task, progress) -> tuple[nn.Module, list[dict]]:
+def train_l2t_dlf(cfg: dict, data, task, progress, checkpoint=None) -> tuple[nn.Module, list[dict]]:
     """One model trained with the L2T-DLF-style loss; a teacher step every ``l2t.every`` steps on
     a training batch and a batch of the clean validation split."""
     from baselines.l2t_dlf import L2TDLF
@@ -435,8 +517,17 @@ def train_l2t_dlf(cfg: dict, data, task, progress) -> tuple[nn.Module, list[dict
     driver = L2TDLF(data.num_classes, lr=float(l2t_cfg["lr"]), measure=l2t_cfg["measure"])
     g = torch.Generator().manual_seed(cfg["seed"])
     vx, vy = data.val
-    history, step = [], 0
-    for epoch in range(epochs):
+    history, step, start_epoch = [], 0, 0
+    saved = lfs_checkpoint.load(checkpoint) if checkpoint is not None else None
+    if saved is not None:  # resume after the last completed epoch
+        check_resumed_config(saved["config"], resumable_config(cfg), checkpoint)
+        load_train_state(state, saved["student"])
+        driver.load_state_dict(saved["driver"])
+        g.set_state(saved["generator"])
+        history, step, start_epoch = saved["history"], saved["step"], saved["epoch"]
+        lfs_checkpoint.set_rng_state(saved["rng"])
+        progress.resumed(start_epoch, checkpoint)
+    for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         state.model.train()
         total, correct, n = 0.0, 0, 0
@@ -466,6 +557,11 @@ def train_l2t_dlf(cfg: dict, data, task, progress) -> tuple[nn.Module, list[dict
         progress(EpochRecord(epoch=epoch, mu=[], mu_next=[], thetas=[], rewards=[val_acc], normalized_rewards=[],
                              failed=[False], chosen=0, best_reward=val_acc, train_loss=[record["train_loss"]],
                              seconds=record["seconds"]))
+        if checkpoint is not None:
+            lfs_checkpoint.save(checkpoint, {
+                "epoch": epoch + 1, "step": step, "history": history, "student": train_state_dict(state),
+                "driver": driver.state_dict(), "generator": g.get_state(), "rng": lfs_checkpoint.rng_state(),
+                "config": resumable_config(cfg)})
     return state.model, history
 
 

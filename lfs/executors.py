@@ -11,9 +11,9 @@ One interface (:class:`Executor`), several implementations:
   running statistics are stacked buffers, updated per copy. The stacked parameters are plain
   leaf tensors handed to the task's own optimizer: SGD/momentum/weight decay/Adam act
   elementwise, so one optimizer over the stack is exactly B independent optimizers.
-* ``distributed`` (torch.distributed; a later issue) fits the same interface: each rank trains
-  its share of the B copies, ``train`` all-gathers rewards, ``broadcast`` sends the best state
-  from the rank that owns it.
+* ``distributed`` (:mod:`lfs.distributed`, torch.distributed): each rank trains its share of the
+  B copies, ``train`` all-gathers rewards, ``broadcast`` sends the best state from the rank that
+  owns it.
 
 Broadcast policy. ``broadcast_optimizer=True`` (default) copies the best copy's optimizer
 (momentum / Adam moments) and scheduler state along with its weights, so that the next epoch
@@ -28,13 +28,12 @@ import math
 from typing import Sequence
 
 import torch
-import torch.nn as nn
 from torch import Tensor
 from torch.func import functional_call, vmap
 
 from .task import EpochStats, SupervisedTask, Task, TrainState
 
-EXECUTORS = ("sequential", "vectorized")
+EXECUTORS = ("sequential", "vectorized", "distributed")
 
 
 class Executor:
@@ -59,6 +58,50 @@ class Executor:
     def export(self, index: int) -> TrainState:
         """An independent :class:`TrainState` (model, optimizer, scheduler) of copy ``index``."""
         raise NotImplementedError
+
+    # -- state of copies (broadcast across processes, checkpoints) ---------------------------
+    def copy_state(self, index: int) -> dict:
+        """Copy ``index``'s state as independent state dicts ``{"model", "optimizer", "scheduler"}``."""
+        return train_state_dict(self.export(index))
+
+    def load_copy_state(self, state: dict, indices: Sequence[int] | None = None, with_optimizer: bool = True) -> None:
+        """Load a :meth:`copy_state` dict into the copies ``indices`` (default: all)."""
+        raise NotImplementedError
+
+    def state_dict(self, shared: int | None = None) -> dict:
+        """Every copy's state, for a checkpoint. ``shared=i`` promises that all copies equal copy
+        ``i`` (true right after a full broadcast), so only that one is saved."""
+        if shared is not None:
+            return {"shared": self.copy_state(shared)}
+        return {"copies": [self.copy_state(i) for i in range(self.B)]}
+
+    def synchronize(self, tensors: Sequence[Tensor]) -> None:
+        """Make ``tensors`` (mu and its optimizer state) identical across processes (no-op here)."""
+
+    def load_state_dict(self, state: dict) -> None:
+        if "shared" in state:
+            self.load_copy_state(state["shared"])
+            return
+        if len(state["copies"]) != self.B:
+            raise ValueError(f"checkpoint holds {len(state['copies'])} copies, this search has B={self.B}")
+        for i, st in enumerate(state["copies"]):
+            self.load_copy_state(st, [i])
+
+
+def train_state_dict(state: TrainState) -> dict:
+    """Independent (deep-copied) state dicts of a :class:`TrainState`."""
+    return {"model": copy.deepcopy(state.model.state_dict()),
+            "optimizer": copy.deepcopy(state.optimizer.state_dict()) if state.optimizer is not None else None,
+            "scheduler": copy.deepcopy(state.scheduler.state_dict()) if state.scheduler is not None else None}
+
+
+def load_train_state(dst: TrainState, state: dict, with_optimizer: bool = True) -> None:
+    """Load :func:`train_state_dict` output into ``dst`` without sharing tensors."""
+    dst.model.load_state_dict(state["model"])
+    if with_optimizer and dst.optimizer is not None and state.get("optimizer") is not None:
+        dst.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
+    if dst.scheduler is not None and state.get("scheduler") is not None:
+        dst.scheduler.load_state_dict(state["scheduler"])
 
 
 def load_state(dst: TrainState, src: TrainState, with_optimizer: bool = True) -> None:
@@ -88,7 +131,7 @@ class SequentialExecutor(Executor):
     """The reference: a Python loop over B persistent states."""
 
     def setup(self, task, B, state):
-        self.task = task
+        self.task, self.B = task, B
         self.states = [state] + [clone_state(task, state) for _ in range(B - 1)]
 
     def train(self, thetas, epoch, seeds):
@@ -114,6 +157,13 @@ class SequentialExecutor(Executor):
 
     def export(self, index):
         return clone_state(self.task, self.states[index])
+
+    def copy_state(self, index):
+        return train_state_dict(self.states[index])
+
+    def load_copy_state(self, state, indices=None, with_optimizer=True):
+        for i in range(self.B) if indices is None else indices:
+            load_train_state(self.states[i], state, with_optimizer)
 
 
 class VectorizedExecutor(Executor):
@@ -218,11 +268,47 @@ class VectorizedExecutor(Executor):
             scheduler.load_state_dict(self.scheduler.state_dict())
         return TrainState(model, optimizer, scheduler)
 
+    def load_copy_state(self, state, indices=None, with_optimizer=True):
+        rows = slice(None) if indices is None else torch.as_tensor(list(indices), dtype=torch.long)
+        with torch.no_grad():
+            for n in self.param_names:
+                self.params[n][rows] = state["model"][n].to(self.params[n])
+            for n in self.buffer_names:
+                self.buffers[n][rows] = state["model"][n].to(self.buffers[n])
+        if with_optimizer and state.get("optimizer") is not None:
+            # Restack the one copy's optimizer state (keyed by position in the parameter list,
+            # the same order as self.param_names) into the rows of the stacked state.
+            new = copy.deepcopy(self.optimizer.state_dict())
+            for key, st in state["optimizer"]["state"].items():
+                p = self.params[self.param_names[int(key)]]
+                current = new["state"].get(key, {})
+                out = {}
+                for name, v in st.items():
+                    if isinstance(v, Tensor) and name != "step" and v.shape == p.shape[1:]:
+                        stacked = current.get(name)
+                        if stacked is None or indices is None:
+                            stacked = v.unsqueeze(0).expand(p.shape).clone()
+                        else:
+                            stacked[rows] = v.to(stacked)
+                        out[name] = stacked
+                    else:  # per-parameter scalars shared by the stacked copies (e.g. Adam's step)
+                        out[name] = copy.deepcopy(v)
+                new["state"][key] = out
+            new["param_groups"] = [{**g, "params": cur["params"]}
+                                   for g, cur in zip(state["optimizer"]["param_groups"], new["param_groups"])]
+            self.optimizer.load_state_dict(new)
+        if self.scheduler is not None and state.get("scheduler") is not None:
+            self.scheduler.load_state_dict(state["scheduler"])
+
 
 def make_executor(name: str) -> Executor:
-    """``"sequential"`` or ``"vectorized"``."""
+    """``"sequential"``, ``"vectorized"`` or ``"distributed"`` (each rank sequential)."""
     if name == "sequential":
         return SequentialExecutor()
     if name == "vectorized":
         return VectorizedExecutor()
+    if name == "distributed":
+        from .distributed import DistributedExecutor
+
+        return DistributedExecutor("sequential")
     raise ValueError(f"executor must be one of {EXECUTORS}, got {name!r}")

@@ -135,6 +135,11 @@ class GaussianPolicy:
         self.optimizer.step()
         return self.mu.detach().clone()
 
+    def tensors(self) -> list[Tensor]:
+        """mu and every tensor of its optimizer's state (what must agree across processes)."""
+        state = [v for st in self.optimizer.state.values() for v in st.values() if isinstance(v, Tensor)]
+        return [self.mu] + state
+
     def state_dict(self) -> dict:
         return {"mu": self.mu.detach().clone(), "sigma": self.sigma, "sigma_is": self.sigma_is,
                 "lr": self.lr, "optimizer_name": self.optimizer_name,

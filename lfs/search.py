@@ -30,6 +30,13 @@ the update (``failed_reward="drop"``). If every copy fails the search stops with
 
 Determinism: the same ``seed`` gives the same thetas, data orders, model initialization and
 hence the same result (on the same hardware and executor).
+
+Checkpoint and resume. With ``checkpoint=<path>``, the whole search state is saved atomically
+after every epoch (:mod:`lfs.checkpoint`): the epoch, the copies' states (model, optimizer,
+scheduler; only the broadcast best when every copy equals it), the policy (mu and its Adam
+state), the theta sampler's generator, every process-wide RNG state, the per-epoch records and
+the caller's ``user_state``. :meth:`LossSearch.run` resumes from it when the file exists, and
+ends with the same result as an uninterrupted run.
 """
 from __future__ import annotations
 
@@ -37,11 +44,13 @@ import logging
 import math
 import time
 from dataclasses import asdict, dataclass, field
-from typing import Callable
+from pathlib import Path
+from typing import Any, Callable
 
 import torch
 from torch import Tensor
 
+from . import checkpoint as ckpt
 from .executors import EXECUTORS, Executor, make_executor
 from .policy import OPTIMIZERS, SIGMA_IS, GaussianPolicy, normalize_rewards
 from .search_space import CONSTRAINTS, identity_theta
@@ -137,10 +146,13 @@ class LossSearch:
     """
 
     def __init__(self, task: Task, config: SearchConfig, executor: Executor | None = None,
-                 on_epoch: Callable[[EpochRecord], None] | None = None):
+                 on_epoch: Callable[[EpochRecord], None] | None = None, checkpoint: str | Path | None = None):
         self.task, self.config = task, config
         self.executor = executor if executor is not None else make_executor(config.executor)
         self.on_epoch = on_epoch
+        self.checkpoint = Path(checkpoint) if checkpoint is not None else None
+        self.user_state: dict[str, Any] = {}  # the caller's own resumable state (saved with each checkpoint)
+        self.resumed_from: int | None = None  # the epoch a run resumed at (None: started fresh)
         self.policy = GaussianPolicy(config.M, config.sigma, config.sigma_is, config.lr, config.policy_optimizer)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history: list[EpochRecord] = []
@@ -184,6 +196,7 @@ class LossSearch:
                 r, update_thetas = rewards[~failed], thetas[~failed]
             normalized = normalize_rewards(r).tolist()
             self.policy.update(update_thetas, r)
+            self.executor.synchronize(self.policy.tensors())
         if cfg.mode != "random":
             self.executor.broadcast(chosen, failed, cfg.broadcast_optimizer)
         record = EpochRecord(
@@ -199,9 +212,61 @@ class LossSearch:
             self.on_epoch(record)
         return record
 
+    # -- checkpoint / resume ---------------------------------------------------------------
+    def state_dict(self) -> dict:
+        cfg = self.config
+        # After a full broadcast every copy equals the chosen one: save that one only.
+        full_broadcast = cfg.mode != "random" and cfg.broadcast_optimizer and self.history
+        shared = self.history[-1].chosen if full_broadcast else None
+        return {"version": 1, "config": asdict(cfg), "epoch": self.epoch,
+                "executor": self.executor.state_dict(shared=shared), "policy": self.policy.state_dict(),
+                "generator": self.generator.get_state(), "static_thetas": self.static_thetas,
+                "history": [asdict(r) for r in self.history], "rng": ckpt.rng_state(), "user": self.user_state}
+
+    def load_state_dict(self, state: dict) -> None:
+        mine, theirs = asdict(self.config), dict(state["config"])
+        diff = [k for k in mine if k != "epochs" and mine[k] != theirs.get(k)]
+        if diff:
+            k = diff[0]
+            raise ValueError(f"the checkpoint was written by a search with search.{k}={theirs.get(k)!r}, this one has "
+                             f"search.{k}={mine[k]!r}; delete the checkpoint to start over")
+        if state["epoch"] > self.config.epochs:
+            raise ValueError(f"the checkpoint is at epoch {state['epoch']}, past this search's epochs={self.config.epochs}")
+        self.executor.load_state_dict(state["executor"])
+        self.policy.load_state_dict(state["policy"])
+        self.generator.set_state(state["generator"])
+        self.static_thetas = state["static_thetas"]
+        self.history = [EpochRecord(**r) for r in state["history"]]
+        self.user_state = state["user"]
+        self.epoch = state["epoch"]
+        ckpt.set_rng_state(state["rng"])
+
+    def save_checkpoint(self) -> None:
+        if self.checkpoint is None:
+            return
+        state = self.state_dict()  # collective for a distributed executor: every process builds it
+        if getattr(self.executor, "is_writer", True):
+            ckpt.save(self.checkpoint, state)
+
+    def resume(self) -> bool:
+        """Load the checkpoint if there is one; True if the search resumed."""
+        if self.checkpoint is None:
+            return False
+        state = ckpt.load(self.checkpoint)
+        if state is None:
+            return False
+        self.load_state_dict(state)
+        self.resumed_from = self.epoch
+        log.info("resumed from %s at epoch %d", self.checkpoint, self.epoch)
+        return True
+
     def run(self) -> SearchResult:
+        """Run (or, with a checkpoint on disk, resume) the search to ``config.epochs``."""
+        if self.resumed_from is None and not self.history:
+            self.resume()
         while self.epoch < self.config.epochs:
             self.step()
+            self.save_checkpoint()
         last = self.history[-1]
         return SearchResult(state=self.executor.export(last.chosen), reward=last.best_reward, chosen=last.chosen,
                             history=list(self.history), policy=self.policy.state_dict())

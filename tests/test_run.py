@@ -81,3 +81,17 @@ def test_row_setting_keeps_variants_apart():
     assert row_setting({}, ["search.sigma_is=std", "results_dir=x", "hydra.sweep.dir=y"]) == {
         "search.sigma_is": "std"}
     assert row_setting({"B": 8}, ["search.B=8"]) == {"B": 8}
+    # where and how a run executes is not what it computes
+    assert row_setting({}, ["hydra/launcher=submitit_slurm", "search.executor=distributed", "checkpoint=false",
+                            "dataset.root=/data/m", "workers=8"]) == {}
+
+
+def test_missing_dataset_is_one_line_error_and_no_row(tmp_path):
+    out = run(["+table=market1501", "tier=full", "method=learn", "dataset=market1501",
+               "dataset.root=" + str(tmp_path / "nowhere")],
+              tmp_path, timeout=120)
+    assert out.returncode != 0
+    errors = [line for line in out.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "Market-1501 not found" in errors[0] and "bounding_box_train" in errors[0]
+    assert "Traceback" not in out.stderr
+    assert not list((tmp_path / "res").rglob("seed=*.json")) if (tmp_path / "res").exists() else True

@@ -42,6 +42,22 @@ MegaFace devkit template lists (confirmed keys; path styles partly confirmed)
     FaceScrub list). We could not inspect the devkit's C++ ``FuseResults`` (it reads ``"id"``
     from the probe list to know which probes match), so the types of ``"id"`` values (names or
     ints) are accepted as either and returned as strings.
+
+MegaFace Challenge 1 on disk (full tier; :func:`load_megaface`, :func:`load_megaface_protocol`)
+    ``dataset.megaface.root`` (default ``$LFS_DATA/megaface``) holds ``devkit/templatelists/``
+    (the devkit's lists), ``facescrub_images/<probe list path>`` and
+    ``megaface_images/<distractor list path>`` (aligned crops under the lists' relative paths,
+    as insightface's testpack ``data/facescrub_images`` / ``data/megaface_images``), and the noise
+    lists ``megaface_noises.txt`` / ``facescrub_noises.txt`` (insightface). Every listed image is
+    checked before training; a missing one is a one-line :class:`DatasetError`.
+    Noise lists, as insightface's ``Evaluation/Megaface/remove_noises.py`` reads them: ``#``
+    lines are comments; MegaFace lines are a distractor path (``<a>/<b>/<file>.jpg``), or
+    ``<x>\t<path>``, compared on the last three path components; FaceScrub lines are image file
+    names, matched by :func:`facescrub_key` (name without extension, spaces and underscores; the
+    noise list and the devkit's list may spell the same image differently).
+    Training images get the SphereFace pipeline (:func:`face_transforms`); the reward of the
+    AM-LFS search uses ``dataset.loader.num_val_ids`` held-out CASIA-WebFace identities
+    (:func:`face_reward_split`).
 """
 from __future__ import annotations
 
@@ -60,7 +76,11 @@ from .errors import DatasetError
 __all__ = ["IMAGE_EXTENSIONS", "list_image_folder", "ImageFolderDataset", "FaceImageData",
            "load_casia_webface", "read_feature_bin", "write_feature_bin", "read_feature_vector",
            "read_facescrub_list", "read_megaface_list", "megaface_list_name", "feature_file",
-           "load_features", "CV_TYPES"]
+           "load_features", "CV_TYPES", "read_id_list", "FACE_MEAN", "FACE_STD", "CenterCropToAspect",
+           "face_transforms", "read_megaface_noises", "read_facescrub_noises", "facescrub_key",
+           "megaface_noise_mask", "facescrub_noise_mask", "MegaFaceProtocol", "load_megaface_protocol",
+           "face_reward_split", "MegaFaceData", "load_megaface", "FACESCRUB_NOISE_ACTIONS", "MEGAFACE_OPTIONS",
+           "megaface_options"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
 CV_TYPES = {5: np.dtype("<f4"), 6: np.dtype("<f8")}  # CV_32F, CV_64F (single channel)
@@ -130,11 +150,40 @@ class FaceImageData:
     info: dict[str, Any] = field(default_factory=dict)
 
 
+def read_id_list(path: str | os.PathLike, what: str = "identity exclusion list") -> list[str]:
+    """Non-empty, non-``#`` lines of a text file (e.g. CASIA-WebFace folder names to drop)."""
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [ln.strip() for ln in f]
+    except OSError:
+        raise DatasetError(what, path, "not found", "a text file, one entry per line, '#' comments") from None
+    return [ln for ln in lines if ln and not ln.startswith("#")]
+
+
 def load_casia_webface(root: str | os.PathLike, transform: Callable | None = None,
-                       num_val_ids: int = 0, seed: int = 0, val_transform: Callable | None = None
-                       ) -> FaceImageData:
-    """CASIA-WebFace as an image folder, optionally with ``num_val_ids`` held-out identities."""
+                       num_val_ids: int = 0, seed: int = 0, val_transform: Callable | None = None,
+                       exclude_ids: str | os.PathLike | Sequence[str] | None = None) -> FaceImageData:
+    """CASIA-WebFace as an image folder, optionally with ``num_val_ids`` held-out identities.
+
+    ``exclude_ids``: identity folder names (or a text file of them, one per line) dropped before
+    labelling, e.g. the identities overlapping FaceScrub (the paper removes the overlap between
+    training and test identities; it does not publish its list). Unknown names are ignored and
+    counted in ``info["excluded_unknown"]``.
+    """
     samples, classes = list_image_folder(root)
+    excluded, unknown = 0, 0
+    if exclude_ids is not None:
+        names = read_id_list(exclude_ids) if isinstance(exclude_ids, (str, os.PathLike)) else list(exclude_ids)
+        drop = set(names) & set(classes)
+        unknown = len(set(names) - drop)
+        if len(drop) == len(classes):
+            raise DatasetError(_CASIA, os.fspath(root), "has no identity left after exclude_ids",
+                               _casia_layout(os.fspath(root)))
+        keep_cls = [c for c in classes if c not in drop]
+        remap = {old: new for new, old in enumerate(i for i, c in enumerate(classes) if c not in drop)}
+        samples = [(p, remap[l]) for p, l in samples if l in remap]
+        classes, excluded = keep_cls, len(drop)
     num_val_ids = int(num_val_ids)
     if not (0 <= num_val_ids < len(classes)):
         raise ValueError(f"num_val_ids={num_val_ids} must be in [0, {len(classes)})")
@@ -148,6 +197,8 @@ def load_casia_webface(root: str | os.PathLike, transform: Callable | None = Non
     val = [(p, re_val[l]) for p, l in samples if l in re_val]
     info = {"root": os.fspath(root), "num_val_ids": num_val_ids, "seed": seed,
             "val_classes": [classes[i] for i in vals], "num_images": len(samples)}
+    if exclude_ids is not None:
+        info.update(excluded_ids=excluded, excluded_unknown=unknown)
     return FaceImageData(train=ImageFolderDataset(train, transform),
                          val=ImageFolderDataset(val, val_transform or transform),
                          num_classes=len(keep), classes=[classes[i] for i in keep], info=info)
@@ -265,3 +316,315 @@ def load_features(feature_root: str | os.PathLike, image_paths: Sequence[str], f
         raise DatasetError(_BIN, os.fspath(feature_root), f"has features of different sizes {sorted(dims)}",
                            "one feature dimension for all images")
     return np.stack(feats)
+
+
+# --------------------------------------------------------------------------- preprocessing
+# SphereFace / CosFace: aligned 112x96 crops, pixels mapped to (p - 127.5) / 128, mirrored at
+# random for training. ToTensor gives p / 255, so Normalize(0.5, 128 / 255) is that mapping.
+FACE_MEAN = (0.5, 0.5, 0.5)
+FACE_STD = (128 / 255,) * 3
+FITS = ("resize", "center_crop")
+
+
+class CenterCropToAspect:
+    """Crop the centre of a PIL image to the aspect ratio ``h : w`` (e.g. 112x112 aligned crops
+    to 112x96); picklable, for DataLoader workers."""
+
+    def __init__(self, h: int, w: int):
+        self.h, self.w = int(h), int(w)
+
+    def __call__(self, img):
+        W, H = img.size
+        if H * self.w > W * self.h:  # too tall
+            nh = round(W * self.h / self.w)
+            top = (H - nh) // 2
+            return img.crop((0, top, W, top + nh))
+        nw = round(H * self.w / self.h)
+        left = (W - nw) // 2
+        return img.crop((left, 0, left + nw, H))
+
+    def __repr__(self) -> str:
+        return f"CenterCropToAspect({self.h}, {self.w})"
+
+
+def face_transforms(input_size: Sequence[int] = (112, 96), fit: str = "resize") -> dict:
+    """``{"train_transform", "test_transform"}`` for aligned face crops: brought to
+    ``input_size`` (``fit="resize"``, or ``"center_crop"`` to the aspect ratio first, e.g. for
+    112x112 crops), ``(p - 127.5) / 128``; training adds a random horizontal flip. Test features
+    are flip-summed by the evaluation, not here."""
+    from torchvision import transforms as T
+
+    if fit not in FITS:
+        raise ValueError(f"dataset.fit must be one of {', '.join(FITS)}, got {fit!r}")
+    h, w = (int(d) for d in input_size)
+    size = ([CenterCropToAspect(h, w)] if fit == "center_crop" else []) + [T.Resize((h, w))]
+    norm = [T.ToTensor(), T.Normalize(FACE_MEAN, FACE_STD)]
+    return {"train_transform": T.Compose(size + [T.RandomHorizontalFlip()] + norm),
+            "test_transform": T.Compose(size + norm)}
+
+
+# --------------------------------------------------------------------------- MegaFace protocol
+_MF_NOISE = "MegaFace noise list"
+_FS_NOISE = "FaceScrub noise list"
+_MF_NOISE_LAYOUT = ("a text file, one distractor per line as its path relative to the MegaFace image root "
+                    "(<a>/<b>/<file>.jpg) or '<anything>\\t<path>', '#' comment lines "
+                    "(insightface's megaface_noises.txt)")
+_FS_NOISE_LAYOUT = ("a text file, one FaceScrub image file name per line (e.g. Aaron_Eckhart_221.png), "
+                    "'#' comment lines (insightface's facescrub_noises.txt)")
+FACESCRUB_NOISE_ACTIONS = ("center", "remove")
+
+
+def _noise_lines(path: str | os.PathLike, what: str, layout: str) -> list[str]:
+    path = os.fspath(path)
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = [ln.rstrip("\r\n") for ln in f]
+    except FileNotFoundError:
+        raise DatasetError(what, path, "not found", layout) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise DatasetError(what, path, f"is unreadable ({type(e).__name__})", layout) from None
+    out = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
+    if not out:
+        raise DatasetError(what, path, "has no entries", layout)
+    return out
+
+
+def _last3(path: str) -> str:
+    return "/".join(path.replace("\\", "/").strip().split("/")[-3:])
+
+
+def read_megaface_noises(path: str | os.PathLike) -> set[str]:
+    """Distractor paths of a MegaFace noise list, reduced to their last three components
+    (``<a>/<b>/<file>``), as insightface's ``remove_noises.py`` compares them. A line with a tab
+    holds the path in its second field (the same script's rule)."""
+    out = set()
+    for ln in _noise_lines(path, _MF_NOISE, _MF_NOISE_LAYOUT):
+        fields = ln.strip().split("\t")
+        out.add(_last3(fields[1] if len(fields) > 1 else fields[0]))
+    return out
+
+
+def facescrub_key(name: str) -> str:
+    """Match key of a FaceScrub image: its file name without extension, spaces and underscores
+    (noise lists and template lists spell the same image differently, e.g. ``Aaron_Eckhart_221.png``
+    vs ``Aaron Eckhart_221.jpg``; the number is the image's FaceScrub id)."""
+    base = os.path.splitext(os.path.basename(name.replace("\\", "/").strip()))[0]
+    return base.replace(" ", "").replace("_", "")
+
+
+def read_facescrub_noises(path: str | os.PathLike) -> set[str]:
+    """:func:`facescrub_key` of every image of a FaceScrub noise list."""
+    return {facescrub_key(ln) for ln in _noise_lines(path, _FS_NOISE, _FS_NOISE_LAYOUT)}
+
+
+def megaface_noise_mask(distractor_paths: Sequence[str], noises: set[str]) -> np.ndarray:
+    """Boolean mask of the distractor list entries named by a MegaFace noise list."""
+    return np.array([_last3(p) in noises for p in distractor_paths], dtype=bool)
+
+
+def facescrub_noise_mask(probe_paths: Sequence[str], noises: set[str]) -> np.ndarray:
+    """Boolean mask of the probe list entries named by a FaceScrub noise list."""
+    return np.array([facescrub_key(p) in noises for p in probe_paths], dtype=bool)
+
+
+def _check_images(root: str, rel_paths: Sequence[str], what: str, list_path: str) -> list[str]:
+    if not os.path.isdir(root):
+        raise DatasetError(what, root, "not found",
+                           f"{root}/<path> for every path of {list_path} (aligned face crops)")
+    full = [os.path.join(root, p) for p in rel_paths]
+    missing = [p for p, f in zip(rel_paths, full) if not os.path.isfile(f)]
+    if missing:
+        raise DatasetError(what, root, f"is missing {len(missing)} of {len(full)} images (first: {missing[0]})",
+                           f"{root}/<path> for every path of {list_path} (aligned face crops)")
+    return full
+
+
+@dataclass
+class MegaFaceProtocol:
+    """MegaFace Challenge 1 (identification) as the devkit's lists define it.
+
+    ``probes``: FaceScrub images of the probe list, items ``(path, identity index, 0)`` (the
+    identity index numbers ``probe_ids`` by first appearance); ``distractors``: the MegaFace
+    distractor list, items ``(path, 0, 1)``. ``probe_noise`` / ``distractor_noise``: boolean
+    masks of the list entries named by the noise lists (all False when not cleaned).
+    """
+
+    probes: Dataset
+    distractors: Dataset
+    probe_paths: list[str]
+    probe_ids: list[str]
+    distractor_paths: list[str]
+    probe_noise: np.ndarray
+    distractor_noise: np.ndarray
+    noise_cleaned: bool
+    facescrub_noise_action: str
+    num_distractors: int
+    distractor_set: int
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_megaface_protocol(probe_list: str | os.PathLike, distractor_list: str | os.PathLike,
+                           facescrub_images: str | os.PathLike, megaface_images: str | os.PathLike,
+                           num_distractors: int | None = None, distractor_set: int = 1,
+                           noise_cleaned: bool = False, megaface_noises: str | os.PathLike | None = None,
+                           facescrub_noises: str | os.PathLike | None = None,
+                           facescrub_noise_action: str = "center", transform: Callable | None = None,
+                           check_images: bool = True) -> MegaFaceProtocol:
+    """Read the devkit's probe and distractor lists, resolve their images and the noise lists.
+
+    Args:
+        probe_list: ``facescrub_features_list.json`` (``{"path": [...], "id": [...]}``).
+        distractor_list: ``megaface_features_list.json_<N>_<set>`` (``{"path": [...]}``); it must
+            hold exactly ``num_distractors`` paths (``None``: whatever it holds).
+        facescrub_images, megaface_images: roots under which the lists' relative paths are the
+            aligned crops (``<root>/<path>``).
+        noise_cleaned: apply the noise lists (both required); the masks are computed here and
+            applied by the evaluation.
+        facescrub_noise_action: ``"center"`` (insightface's ``remove_noises.py``: a listed probe's
+            feature becomes its identity's centre) or ``"remove"`` (the probe is dropped).
+        check_images: every listed image must exist (checked now, before any training).
+    """
+    from .reid import ReIDImageDataset
+
+    if facescrub_noise_action not in FACESCRUB_NOISE_ACTIONS:
+        raise ValueError(f"dataset.megaface.facescrub_noise_action must be one of "
+                         f"{', '.join(FACESCRUB_NOISE_ACTIONS)}, got {facescrub_noise_action!r}")
+    if noise_cleaned and (megaface_noises is None or facescrub_noises is None):
+        raise ValueError("dataset.megaface.noise_cleaned=true needs dataset.megaface.megaface_noises and "
+                         "dataset.megaface.facescrub_noises (paths of the noise lists)")
+    probe_list, distractor_list = os.fspath(probe_list), os.fspath(distractor_list)
+    probe_paths, probe_ids = read_facescrub_list(probe_list)
+    distractor_paths = read_megaface_list(distractor_list)
+    if not probe_paths:
+        raise DatasetError("MegaFace probe list", probe_list, "is empty", 'parallel "path" and "id" lists')
+    if num_distractors is not None and len(distractor_paths) != int(num_distractors):
+        raise DatasetError("MegaFace distractor list", distractor_list,
+                           f"has {len(distractor_paths)} paths, not num_distractors={int(num_distractors)}",
+                           f"the devkit's {megaface_list_name(int(num_distractors), distractor_set)} "
+                           f"with exactly {int(num_distractors)} paths")
+    fs_root, mf_root = os.fspath(facescrub_images), os.fspath(megaface_images)
+    if check_images:
+        probe_full = _check_images(fs_root, probe_paths, "FaceScrub images", probe_list)
+        distractor_full = _check_images(mf_root, distractor_paths, "MegaFace images", distractor_list)
+    else:
+        probe_full = [os.path.join(fs_root, p) for p in probe_paths]
+        distractor_full = [os.path.join(mf_root, p) for p in distractor_paths]
+    index: dict[str, int] = {}
+    pids = [index.setdefault(i, len(index)) for i in probe_ids]
+    probe_noise = np.zeros(len(probe_paths), dtype=bool)
+    distractor_noise = np.zeros(len(distractor_paths), dtype=bool)
+    info: dict[str, Any] = {"probe_list": probe_list, "distractor_list": distractor_list,
+                            "num_probes": len(probe_paths), "num_probe_ids": len(index),
+                            "num_distractors": len(distractor_paths), "distractor_set": int(distractor_set),
+                            "noise_cleaned": bool(noise_cleaned)}
+    if noise_cleaned:
+        distractor_noise = megaface_noise_mask(distractor_paths, read_megaface_noises(megaface_noises))
+        probe_noise = facescrub_noise_mask(probe_paths, read_facescrub_noises(facescrub_noises))
+        info.update(megaface_noises=os.fspath(megaface_noises), facescrub_noises=os.fspath(facescrub_noises),
+                    facescrub_noise_action=facescrub_noise_action,
+                    distractor_noise_listed=int(distractor_noise.sum()), probe_noise_listed=int(probe_noise.sum()))
+    info["num_distractors_used"] = int(len(distractor_paths) - distractor_noise.sum())
+    return MegaFaceProtocol(
+        probes=ReIDImageDataset([(f, p, 0) for f, p in zip(probe_full, pids)], transform),
+        distractors=ReIDImageDataset([(f, 0, 1) for f in distractor_full], transform),
+        probe_paths=list(probe_paths), probe_ids=list(probe_ids), distractor_paths=list(distractor_paths),
+        probe_noise=probe_noise, distractor_noise=distractor_noise, noise_cleaned=bool(noise_cleaned),
+        facescrub_noise_action=facescrub_noise_action, num_distractors=len(distractor_paths),
+        distractor_set=int(distractor_set), info=info)
+
+
+def face_reward_split(val: ImageFolderDataset, transform: Callable | None = None):
+    """Validation query / gallery of held-out CASIA-WebFace identities for the AM-LFS reward
+    (mAP, as the other retrieval tables): per identity, its first image (sorted path) is the
+    gallery image (camid 1), the others are queries (camid 0); pids are ``label + 1``."""
+    from .reid import ReIDImageDataset
+
+    by: dict[int, list[str]] = {}
+    for p, label in val.samples:
+        by.setdefault(label, []).append(p)
+    query, gallery = [], []
+    for label in sorted(by):
+        paths = sorted(by[label])
+        gallery.append((paths[0], label + 1, 1))
+        query.extend((p, label + 1, 0) for p in paths[1:])
+    return ReIDImageDataset(query, transform), ReIDImageDataset(gallery, transform)
+
+
+@dataclass
+class MegaFaceData:
+    """Table 3, full tier: CASIA-WebFace training (``train``, ``num_classes``), the reward's
+    held-out identities (``val_query`` / ``val_gallery``, see :func:`face_reward_split`) and the
+    MegaFace test protocol (``megaface``)."""
+
+    name: str
+    train: ImageFolderDataset
+    num_classes: int
+    val_query: Dataset
+    val_gallery: Dataset
+    megaface: MegaFaceProtocol
+    classes: list[str]
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def load_megaface(root: str | os.PathLike, megaface: dict, num_val_ids: int = 0, seed: int = 0,
+                  input_size: Sequence[int] = (112, 96), fit: str = "resize",
+                  exclude_ids: str | os.PathLike | Sequence[str] | None = None) -> MegaFaceData:
+    """CASIA-WebFace training + MegaFace Challenge 1 evaluation (``megaface``: the keyword
+    arguments of :func:`load_megaface_protocol`). Every file is checked here, before training."""
+    if num_val_ids < 1:
+        raise ValueError("dataset.loader.num_val_ids must be >= 1: the AM-LFS reward needs held-out identities")
+    tf = face_transforms(input_size, fit)
+    casia = load_casia_webface(root, tf["train_transform"], num_val_ids=num_val_ids, seed=seed,
+                               val_transform=tf["test_transform"], exclude_ids=exclude_ids)
+    val_query, val_gallery = face_reward_split(casia.val, tf["test_transform"])
+    protocol = load_megaface_protocol(transform=tf["test_transform"], **megaface)
+    info = {**casia.info, "train_set": "CASIA-WebFace", "input_size": [int(d) for d in input_size], "fit": fit,
+            "val_query": len(val_query), "val_gallery": len(val_gallery), **protocol.info}
+    return MegaFaceData(name="megaface", train=casia.train, num_classes=casia.num_classes, val_query=val_query,
+                        val_gallery=val_gallery, megaface=protocol, classes=casia.classes, info=info)
+
+
+MEGAFACE_OPTIONS = ("root", "templatelists", "probe_list", "distractor_list", "facescrub_images", "megaface_images",
+                    "num_distractors", "distractor_set", "noise_cleaned", "megaface_noises", "facescrub_noises",
+                    "facescrub_noise_action", "check_images",
+                    # evaluation-side keys (benchmarks.evaluation.megaface.evaluate_megaface)
+                    "metric", "ties", "batch_size", "score_batch", "features_out", "file_ending")
+
+
+def megaface_options(mf: dict) -> dict:
+    """The keyword arguments of :func:`load_megaface_protocol` from the config block
+    ``dataset.megaface`` (see ``benchmarks/conf/dataset/megaface.yaml``): the probe list defaults
+    to ``<templatelists>/facescrub_features_list.json``, the distractor list to
+    ``<templatelists>/megaface_features_list.json_<num_distractors>_<distractor_set>``. A bad
+    value raises ``ValueError`` naming the key."""
+    unknown = sorted(set(mf) - set(MEGAFACE_OPTIONS))
+    if unknown:
+        raise ValueError(f"dataset.megaface.{unknown[0]} is not a known key; known: {', '.join(MEGAFACE_OPTIONS)}")
+    n = mf.get("num_distractors")
+    if not (isinstance(n, int) and not isinstance(n, bool) and n >= 1):
+        raise ValueError(f"dataset.megaface.num_distractors must be an integer >= 1 (the devkit's list sizes: "
+                         f"10 ... 1000000), got {n!r}")
+    sset = mf.get("distractor_set", 1)
+    if not (isinstance(sset, int) and sset >= 1):
+        raise ValueError(f"dataset.megaface.distractor_set must be an integer >= 1, got {sset!r}")
+    if not isinstance(mf.get("noise_cleaned", False), bool):
+        raise ValueError(f"dataset.megaface.noise_cleaned must be true or false, got {mf.get('noise_cleaned')!r}")
+    if mf.get("metric", "cosine") not in ("cosine", "euclidean", "sqeuclidean"):
+        raise ValueError(f"dataset.megaface.metric must be one of cosine, euclidean, sqeuclidean, got {mf['metric']!r}")
+    if mf.get("ties", "miss") not in ("miss", "hit"):
+        raise ValueError(f"dataset.megaface.ties must be miss or hit, got {mf['ties']!r}")
+    for key in ("facescrub_images", "megaface_images"):
+        if not mf.get(key):
+            raise ValueError(f"dataset.megaface.{key} must be a directory path, got {mf.get(key)!r}")
+    tl = mf.get("templatelists")
+    for key in ("probe_list", "distractor_list"):
+        if not mf.get(key) and not tl:
+            raise ValueError(f"dataset.megaface.{key} or dataset.megaface.templatelists must be set")
+    return dict(
+        probe_list=mf.get("probe_list") or os.path.join(tl, "facescrub_features_list.json"),
+        distractor_list=mf.get("distractor_list") or os.path.join(tl, megaface_list_name(n, sset)),
+        facescrub_images=mf["facescrub_images"], megaface_images=mf["megaface_images"], num_distractors=n,
+        distractor_set=sset, noise_cleaned=bool(mf.get("noise_cleaned", False)),
+        megaface_noises=mf.get("megaface_noises"), facescrub_noises=mf.get("facescrub_noises"),
+        facescrub_noise_action=mf.get("facescrub_noise_action", "center"),
+        check_images=bool(mf.get("check_images", True)))
