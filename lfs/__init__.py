@@ -16,6 +16,7 @@ from .search_space import (
 
 __version__ = "0.1.0"
 from .executors import SequentialExecutor, VectorizedExecutor, make_executor
+from .auto import AutoExecutor, choose_executor
 from .policy import GaussianPolicy, normalize_rewards
 from .search import LossSearch, SearchConfig, SearchFailed, SearchResult, search
 from .task import CallbackTask, SupervisedTask, Task, TrainState

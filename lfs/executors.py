@@ -33,7 +33,7 @@ from torch.func import functional_call, vmap
 
 from .task import EpochStats, SupervisedTask, Task, TrainState
 
-EXECUTORS = ("sequential", "vectorized", "distributed")
+EXECUTORS = ("sequential", "vectorized", "distributed", "auto")
 
 
 class Executor:
@@ -302,7 +302,7 @@ class VectorizedExecutor(Executor):
 
 
 def make_executor(name: str) -> Executor:
-    """``"sequential"``, ``"vectorized"`` or ``"distributed"`` (each rank sequential)."""
+    """``"sequential"``, ``"vectorized"``, ``"distributed"`` (each rank sequential) or ``"auto"``."""
     if name == "sequential":
         return SequentialExecutor()
     if name == "vectorized":
@@ -311,4 +311,8 @@ def make_executor(name: str) -> Executor:
         from .distributed import DistributedExecutor
 
         return DistributedExecutor("sequential")
+    if name == "auto":  # times both on the task at setup and becomes the faster (lfs.auto)
+        from .auto import AutoExecutor
+
+        return AutoExecutor()
     raise ValueError(f"executor must be one of {EXECUTORS}, got {name!r}")

@@ -15,6 +15,17 @@ classes; a naive ``-log(clamp(tau(exp(log p))))`` saturates there).
 Everything here avoids data-dependent Python control flow and ``F.one_hot`` so that it runs
 under ``torch.func.vmap`` with one theta per vmapped model copy.
 
+Speed (issue 5; measured in ``benchmarks/perf``). :func:`am_lfs_loss` is a custom autograd
+Function with the closed-form gradient of Eq. 16 (:class:`_AMLFSLoss`): its full-size work is
+cross entropy's (one multiply and a log-softmax forward, one fused log-softmax backward), and the
+rest is ~30 small ops on N-vectors: the interval of x in one ``bucketize`` against thresholds that
+reproduce :func:`~lfs.search_space.interval_index` exactly, ``tau = a p + b`` evaluated directly
+(``log a + log p`` when b = 0, so the identity is still exactly cross entropy when p underflows),
+and one coefficient per row for the backward. Under ``vmap`` it runs once on the stacked copies
+(a ``vmap`` rule, no per-op batching). The composition of autograd ops it replaces is kept as
+:func:`am_lfs_loss_autograd` (the reference in the tests; also what runs when theta itself
+requires a gradient, or where second derivatives are needed).
+
 tau(p) <= 0 (decided here; the paper assumes tau > 0 without enforcing it)
 --------------------------------------------------------------------------
 A sampled theta can make ``tau(p) = a_i p + b_i`` zero or negative for some p (any negative
@@ -36,8 +47,9 @@ import math
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 
-from .search_space import TAU_DOMAIN, interval_index, split_theta, t_transform
+from .search_space import T_DOMAIN, TAU_DOMAIN, interval_index, split_theta, t_transform
 
 _REDUCTIONS = ("mean", "sum", "none")
 _INVALID_TAU = ("ignore", "nan")
@@ -130,6 +142,289 @@ def log_tau(log_p: Tensor, theta: Tensor, invalid_tau: str = "ignore", tau_floor
     return torch.where(valid, out, torch.full_like(out, fill))
 
 
+_THRESHOLDS: dict = {}
+_INT_OF = {2: torch.int16, 4: torch.int32, 8: torch.int64}
+
+
+def _thresholds(M: int, domain: tuple[float, float], dtype: torch.dtype, device) -> Tensor:
+    """The M-1 values at which :func:`~lfs.search_space.interval_index` steps up, exactly: the
+    smallest x of ``dtype`` whose index is >= i, for i = 1..M-1 (found by bisection over the
+    floats of ``dtype``, in their order, with the very function they stand for).
+
+    ``torch.bucketize(x, thresholds, right=True)`` then equals ``interval_index(x, M, domain)``
+    for every x of that dtype (a NaN gets an index in range, M-1), in one op instead of four.
+    """
+    key = (M, domain, dtype, device)
+    out = _THRESHOLDS.get(key)
+    if out is None:
+        lo, hi = domain
+        itype = _INT_OF[torch.finfo(dtype).bits // 8]
+        imin = torch.iinfo(itype).min
+
+        def to_key(x: float) -> int:  # the float's rank: consecutive floats, consecutive keys
+            bits = int(torch.tensor(x, dtype=dtype).view(itype))
+            return bits if bits >= 0 else imin - bits - 1
+
+        def from_key(k: int) -> Tensor:
+            return torch.tensor(k if k >= 0 else imin - k - 1, dtype=itype).view(dtype)
+
+        def index(k: int) -> int:
+            return int(interval_index(from_key(k), M, domain))
+
+        found = []
+        for i in range(1, M):
+            nominal, width = lo + i * (hi - lo) / M, (hi - lo) / M
+            a, b = to_key(nominal - width / 2), to_key(nominal + width / 2)  # index(a) < i <= index(b)
+            while b - a > 1:
+                mid = (a + b) // 2
+                a, b = (a, mid) if index(mid) >= i else (mid, b)
+            found.append(from_key(b))
+        out = _THRESHOLDS[key] = torch.stack(found).to(device) if found else torch.empty(0, dtype=dtype, device=device)
+    return out
+
+
+def _interval(x: Tensor, M: int, domain: tuple[float, float]) -> Tensor:
+    """:func:`~lfs.search_space.interval_index` in one op (see :func:`_thresholds`)."""
+    return torch.bucketize(x, _thresholds(M, domain, x.dtype, x.device), right=True)
+
+
+def _take_pair(theta: Tensor, idx: Tensor, first: int) -> tuple[Tensor, Tensor]:
+    """``(theta[..., first + idx], theta[..., first + M + idx])`` for theta (..., 4M) and idx
+    (..., N, 1) with the same leading dims (or none): the slope and bias of each x's interval."""
+    M = theta.shape[-1] // 4
+    if theta.ndim > 1:  # leading (vmapped) dims: offsets into the flattened theta
+        theta = theta.contiguous()
+        lead = theta.shape[:-1]
+        offsets = torch.arange(first, theta.numel(), theta.shape[-1], device=theta.device)
+        idx = idx + offsets.view(lead + (1,) * (idx.ndim - len(lead)))
+    elif first:
+        idx = idx + first
+    return torch.take(theta, idx), torch.take(theta, idx + M)
+
+
+def _broadcasts_into(shape, into) -> bool:
+    """Whether a tensor of ``shape`` broadcasts to ``into`` without growing it."""
+    return len(shape) <= len(into) and all(s == 1 or s == t for s, t in zip(reversed(shape), reversed(into)))
+
+
+def _forward(cos, scale, target, theta, reduction, invalid_tau, tau_floor):
+    """The fast forward: ``(loss, ls, g, a_t, t_y)`` with ``ls = log_softmax(z)`` (N x C),
+    ``g = d log tau / d log p = a p / tau`` (N x 1, 0 where tau is invalid), ``a_t = t'(cos_y)``
+    and ``t_y = t(cos_y)``. About 30 small ops on N-vectors plus cross entropy's full-size ones.
+
+    ``tau = a p + b`` is evaluated directly from ``p = exp(log p)``, in the model's precision,
+    with the same intervals as :func:`~lfs.search_space.tau_transform` (see :func:`_thresholds`).
+    Where p underflows (float32: log p < -87) a p is below 1e-38, negligible next to any bias
+    b != 0 a policy sample has; a zero bias (``tau = a p``, the identity included) takes
+    ``log a + log p`` instead, so the identity is exactly cross entropy at any p, as the
+    log-space :func:`log_tau` (kept as the reference) is.
+    """
+    M = theta.shape[-1] // 4
+    tgt = target.unsqueeze(-1)
+    cos_y = cos.gather(-1, tgt)
+    # t acts in the model's precision (theta is usually a float64 policy sample)
+    th = theta.to(cos.dtype)
+    a_t, b_t = _take_pair(th, _interval(cos_y, M, T_DOMAIN), 0)
+    t_y = torch.addcmul(b_t, a_t, cos_y)
+    # the logits scale * cos with the target entry scale_y * t(cos_y), bit for bit as the product
+    z = cos.scatter(-1, tgt, t_y)
+    if not isinstance(scale, Tensor) or _broadcasts_into(scale.shape, z.shape):
+        z.mul_(scale)
+    else:  # a scale with more leading dims than cos
+        z = z * scale
+        tgt = tgt.expand(z.shape[:-1] + (1,))
+        t_y, a_t = t_y.expand_as(tgt), a_t.expand_as(tgt)
+    ls = torch.log_softmax(z, dim=-1)
+    del z
+    lp = ls.gather(-1, tgt)  # log p
+    p = lp.exp()
+    idx = _interval(p, M, TAU_DOMAIN)  # the interval of p in the model's precision, as tau_transform
+    if lp.dtype in (torch.float16, torch.bfloat16):  # tau in float32 at least (float16 p underflows at 6e-8)
+        lp, th = lp.float(), theta.float()
+        p = lp.exp()
+    a, b = _take_pair(th, idx, 2 * M)
+    bn = b != 0
+    te = torch.where(bn, torch.addcmul(b, a, p), a)  # tau, or a where tau = a p: tau > 0 iff te > 0
+    lt = lp.masked_fill(bn, 0.0).add_(te.log())  # log tau
+    invalid = te <= 0  # False for NaN: a NaN log p (a diverged model) stays NaN
+    g = (lp - lt).exp_().mul_(a).masked_fill_(invalid, 0.0)  # a p / tau
+    lt.masked_fill_(invalid, math.log(tau_floor) if invalid_tau == "ignore" else math.nan)
+    loss = lt.squeeze(-1)
+    if reduction == "none":
+        loss = loss.neg()
+    else:
+        loss = loss.sum(-1).mul_(-1.0 / loss.shape[-1] if reduction == "mean" else -1.0)
+    if loss.dtype != cos.dtype:
+        loss = loss.to(cos.dtype)
+    return loss, ls, g, a_t, t_y
+
+
+def _softmax_grad(ls: Tensor, tgt: Tensor, k: Tensor) -> Tensor:
+    """``k * (softmax - onehot(tgt))`` from ``ls = log_softmax(z)``: the backward of log-softmax
+    applied to ``-k`` at the target (exp and multiply fused in one pass; a plain ``ls.exp()`` is up
+    to 7x slower when many probabilities are float32 denormals, as with s = 64 and 10k classes)."""
+    grad_ls = torch.zeros_like(ls).scatter_(-1, tgt, k.to(ls.dtype).neg_().expand(tgt.shape))
+    return torch._log_softmax_backward_data(grad_ls, ls, -1, ls.dtype)
+
+
+def _backward(grad_loss, ls, g, a_t, t_y, target, scale, cos, reduction, cos_shape, need_cos, need_scale):
+    """The closed-form gradient (see :class:`_AMLFSLoss`): ``(grad_cos, grad_scale)``."""
+    if reduction == "none":
+        go = grad_loss.unsqueeze(-1)
+    else:
+        go = grad_loss.unsqueeze(-1).unsqueeze(-1)
+        if reduction == "mean":
+            go = go / ls.shape[-2]
+    c = g * go  # (..., N, 1): dL/d(-log p) times d(-log tau)/d(-log p)
+    tgt = target.unsqueeze(-1).expand(ls.shape[:-1] + (1,))
+    grad_cos = grad_scale = None
+    if not isinstance(scale, Tensor):
+        k = c * scale
+    elif not need_scale and (scale.ndim == 0 or scale.shape[-1] == 1):
+        k = c * scale  # one scale per row (or one for all): folded into the softmax gradient
+    else:
+        k = None
+    # k (softmax(z) - onehot(y)), cross entropy's gradient, from the saved log-softmax in one
+    # fused pass (as F.cross_entropy's backward does)
+    gz = _softmax_grad(ls, tgt, c if k is None else k)
+    if k is not None:
+        if need_cos:  # the target logit is scale_y t(cos_y): times t'(cos_y)
+            grad_cos = gz.scatter_reduce_(-1, tgt, a_t, reduce="prod")
+    else:  # gz = dL/dz
+        gz_y = gz.gather(-1, tgt)
+        if need_scale:
+            grad_scale = (gz * cos).scatter_(-1, tgt, gz_y * t_y).sum_to_size(scale.shape)
+        if need_cos:
+            scale_y = scale.expand(ls.shape).gather(-1, tgt)
+            grad_cos = gz.mul_(scale).scatter_(-1, tgt, gz_y * scale_y * a_t)
+    if grad_cos is not None and grad_cos.shape != cos_shape:
+        grad_cos = grad_cos.sum_to_size(cos_shape)
+    return grad_cos, grad_scale
+
+
+class _AMLFSLoss(torch.autograd.Function):
+    """The AM-LFS loss with a hand-written backward (the closed-form gradient of Eq. 16).
+
+    Forward: ``z`` = the logits ``scale * cos`` with the target entry replaced by
+    ``scale_y t(cos_y)``, ``ls = log_softmax(z)``, ``log p = ls_y``, ``loss = -log tau(p)``.
+    Backward, with ``g = d log tau / d log p = a p / tau`` and ``c = dL/dloss * g``:
+    ``dL/dz = c (softmax(z) - onehot(y))``; ``dL/dcos_j = scale_j dL/dz_j`` off the target and
+    ``scale_y t'(cos_y) dL/dz_y`` on it; ``dL/dscale`` = ``dL/dz * cos`` (``t(cos_y)`` on the target).
+    The full-size work is cross entropy's: one multiply and a log-softmax forward, one fused
+    log-softmax backward. Inputs may have leading (batch) dims: cos (..., N, C), target (..., N),
+    theta (..., 4M), scale a number or a tensor broadcastable to cos.
+
+    This class (forward with ``ctx``) is the cheap one to call; :class:`_AMLFSLossT` is the same
+    function for torch.func transforms (vmap, grad).
+    """
+
+    @staticmethod
+    def forward(ctx, cos, scale, target, theta, reduction, invalid_tau, tau_floor):
+        loss, ls, g, a_t, t_y = _forward(cos, scale, target, theta, reduction, invalid_tau, tau_floor)
+        ctx.reduction, ctx.cos_shape = reduction, cos.shape
+        scalar = not isinstance(scale, Tensor)
+        if not ctx.needs_input_grad[1] and (scalar or scale.ndim == 0 or scale.shape[-1] == 1):
+            # the common case: everything but dL/dloss folded into one coefficient per row,
+            # -dL/d(log p) = -g * scale (/ N): the backward is then cross entropy's
+            sign = -1.0 / ls.shape[-2] if reduction == "mean" else -1.0
+            k = g * (sign * scale) if scalar else (g * scale).mul_(sign)
+            ctx.fast = True
+            ctx.save_for_backward(ls, k.to(ls.dtype), a_t, target)
+        elif isinstance(scale, Tensor):
+            ctx.fast, ctx.scale = False, None
+            ctx.save_for_backward(ls, g, a_t, t_y, target, scale, cos if ctx.needs_input_grad[1] else None)
+        else:
+            ctx.fast, ctx.scale = False, scale
+            ctx.save_for_backward(ls, g, a_t, t_y, target)
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_loss):
+        if torch.is_grad_enabled():  # (what once_differentiable does, without its overhead)
+            raise RuntimeError("am_lfs_loss: second derivatives (create_graph=True) are not supported; "
+                               "use lfs.loss.am_lfs_loss_autograd")
+        saved = ctx.saved_tensors
+        if ctx.fast:
+            ls, k, a_t, target = saved
+            tgt = target.unsqueeze(-1)
+            if tgt.shape[:-1] != ls.shape[:-1]:
+                tgt = tgt.expand(ls.shape[:-1] + (1,))
+            src = k * (grad_loss.unsqueeze(-1) if ctx.reduction == "none" else grad_loss)
+            grad_ls = torch.zeros_like(ls).scatter_(-1, tgt, src)
+            gz = torch._log_softmax_backward_data(grad_ls, ls, -1, ls.dtype)  # k (softmax - onehot)
+            grad_cos = gz.scatter_reduce_(-1, tgt, a_t, reduce="prod")  # the target logit went through t
+            if grad_cos.shape != ctx.cos_shape:
+                grad_cos = grad_cos.sum_to_size(ctx.cos_shape)
+            return grad_cos, None, None, None, None, None, None
+        if ctx.scale is None:
+            ls, g, a_t, t_y, target, scale, cos = saved
+        else:
+            (ls, g, a_t, t_y, target), scale, cos = saved, ctx.scale, None
+        grad_cos, grad_scale = _backward(grad_loss, ls, g, a_t, t_y, target, scale, cos, ctx.reduction,
+                                         ctx.cos_shape, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return grad_cos, grad_scale, None, None, None, None, None
+
+
+class _AMLFSLossT(torch.autograd.Function):
+    """:class:`_AMLFSLoss` for torch.func transforms (``setup_context`` and a ``vmap`` rule).
+
+    The vmap rule moves the vmapped dim of every input to the front and calls the function once
+    on the stacked inputs (no per-op batching rules): B vmapped model copies cost one call.
+    """
+
+    @staticmethod
+    def forward(cos, scale, target, theta, reduction, invalid_tau, tau_floor):
+        return _forward(cos, scale, target, theta, reduction, invalid_tau, tau_floor)
+
+    @staticmethod
+    def setup_context(ctx, inputs, output):
+        cos, scale, target, theta, reduction, _, _ = inputs
+        _, ls, g, a_t, t_y = output
+        ctx.mark_non_differentiable(ls, g, a_t, t_y)
+        ctx.reduction, ctx.cos_shape = reduction, cos.shape
+        ctx.scale = None if isinstance(scale, Tensor) else scale
+        ctx.save_for_backward(ls, g, a_t, t_y, target, scale if ctx.scale is None else None,
+                              cos if ctx.scale is None and ctx.needs_input_grad[1] else None)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, grad_loss, *_):
+        ls, g, a_t, t_y, target, scale, cos = ctx.saved_tensors
+        if ctx.scale is not None:
+            scale = ctx.scale
+        grad_cos, grad_scale = _backward(grad_loss, ls, g, a_t, t_y, target, scale, cos, ctx.reduction,
+                                         ctx.cos_shape, ctx.needs_input_grad[0], ctx.needs_input_grad[1])
+        return grad_cos, grad_scale, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info, in_dims, cos, scale, target, theta, reduction, invalid_tau, tau_floor):
+        B = info.batch_size
+
+        def front(x, d):
+            return x.expand(B, *x.shape) if d is None else x.movedim(d, 0)
+
+        cos_d, scale_d, target_d, theta_d = in_dims[:4]
+        if isinstance(scale, Tensor):
+            per_example = scale.ndim - (scale_d is not None)
+            scale = scale.unsqueeze(0) if scale_d is None else scale.movedim(scale_d, 0)
+            want = cos.ndim - (cos_d is not None)  # cos's per-example ndim
+            scale = scale.reshape(scale.shape[:1] + (1,) * (want - per_example) + scale.shape[1:])
+        args = (front(cos, cos_d), scale, front(target, target_d), front(theta, theta_d),
+                reduction, invalid_tau, tau_floor)
+        # all outputs are real: a grad transform inside this vmap saves them for its backward
+        return _AMLFSLossT.apply(*args), (0,) * 5
+
+def am_lfs_loss_autograd(cos, target, theta, scale=1.0, reduction="mean", invalid_tau="ignore", tau_floor=1e-12):
+    """:func:`am_lfs_loss` composed of differentiable torch ops (the first implementation; log tau
+    in log space by :func:`log_tau`). Slower (3-7x cross entropy, see ``benchmarks/perf``) but
+    differentiable any number of times and in theta: :func:`am_lfs_loss` uses it when theta
+    requires a gradient; use it directly for second derivatives. The tests' reference."""
+    theta = theta.to(cos.dtype)  # a float64 policy sample acts in the model's precision
+    nll = margin_cross_entropy(cos, target, scale, lambda cos_y: t_transform(cos_y, theta), reduction="none")
+    loss = -log_tau(-nll, theta, invalid_tau=invalid_tau, tau_floor=tau_floor)
+    return reduce_loss(loss, reduction)
+
+
 def am_lfs_loss(
     cos: Tensor,
     target: Tensor,
@@ -151,8 +446,25 @@ def am_lfs_loss(
         tau_floor: the tau whose ``-log`` ignored examples report as their (constant) loss.
 
     With ``theta = identity_theta(M)`` this equals ``F.cross_entropy(scale * cos, target)``.
+
+    Speed: the gradient is computed in closed form by a custom autograd Function (vmappable, see
+    the module docstring): forward + backward costs about one cross entropy at (256, 10575) and
+    about three at (128, 10), where a handful of per-op overheads is all there is
+    (``benchmarks/perf``). First derivatives with respect to ``cos`` and ``scale``; a ``theta`` that
+    requires a gradient takes :func:`am_lfs_loss_autograd` instead; second derivatives
+    (``create_graph=True``) raise, and forward-mode AD is not supported.
     """
-    theta = theta.to(cos.dtype)  # a float64 policy sample acts in the model's precision
-    nll = margin_cross_entropy(cos, target, scale, lambda cos_y: t_transform(cos_y, theta), reduction="none")
-    loss = -log_tau(-nll, theta, invalid_tau=invalid_tau, tau_floor=tau_floor)
-    return reduce_loss(loss, reduction)
+    if reduction not in _REDUCTIONS:
+        raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
+    if invalid_tau not in _INVALID_TAU:
+        raise ValueError(f"invalid_tau must be one of {_INVALID_TAU}, got {invalid_tau!r}")
+    if theta.requires_grad:
+        return am_lfs_loss_autograd(cos, target, theta, scale, reduction, invalid_tau, tau_floor)
+    if isinstance(scale, Tensor):
+        if scale.dtype != cos.dtype:
+            scale = scale.to(dtype=cos.dtype)
+    else:
+        scale = float(scale)
+    if torch._C._are_functorch_transforms_active():
+        return _AMLFSLossT.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))[0]
+    return _AMLFSLoss.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))

@@ -225,7 +225,8 @@ class LossSearch:
 
     def load_state_dict(self, state: dict) -> None:
         mine, theirs = asdict(self.config), dict(state["config"])
-        diff = [k for k in mine if k != "epochs" and mine[k] != theirs.get(k)]
+        # epochs may grow; the executor may change (states are saved per copy, in any executor's format)
+        diff = [k for k in mine if k not in ("epochs", "executor") and mine[k] != theirs.get(k)]
         if diff:
             k = diff[0]
             raise ValueError(f"the checkpoint was written by a search with search.{k}={theirs.get(k)!r}, this one has "

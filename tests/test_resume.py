@@ -237,3 +237,20 @@ def test_l2t_dlf_run_resumes_exactly(tmp_path):
     metrics, _, hist = runner.run(plain, checkpoint=p)
     assert metrics == ref_metrics
     assert [h["val_reward"] for h in hist] == [h["val_reward"] for h in ref_hist]
+
+
+def test_resume_may_switch_executor(tmp_path):
+    """States are saved per copy, so a checkpoint of one executor resumes in another (auto's
+    choice may differ between runs); the result agrees within float rounding."""
+    p = tmp_path / "s.ckpt"
+    LossSearch(make_task(), SearchConfig(epochs=2, B=3, executor="sequential", seed=2), checkpoint=p).run()
+    res = LossSearch(make_task(), SearchConfig(epochs=4, B=3, executor="vectorized", seed=2), checkpoint=p).run()
+    ref = LossSearch(make_task(), SearchConfig(epochs=4, B=3, executor="sequential", seed=2)).run()
+    assert [r.chosen for r in res.history] == [r.chosen for r in ref.history]
+    assert torch.allclose(params_of(res.state), params_of(ref.state), atol=1e-5)
+
+
+def test_auto_executor_by_name_in_a_search():
+    s = LossSearch(make_task(), SearchConfig(epochs=1, B=3, executor="auto", seed=2))
+    s.run()
+    assert s.executor.chosen in ("sequential", "vectorized")

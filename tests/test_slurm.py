@@ -115,6 +115,17 @@ def test_distributed_executor_as_two_task_slurm_job(tmp_path):
 
 
 @requires_cluster
+def test_table_search_as_two_task_submitit_job(tmp_path):
+    """hydra.launcher.tasks_per_node=2: both tasks run the job, the search spreads its samples
+    over them (distributed executor), rank 0 alone writes the row."""
+    out = run_table(tmp_path, "+table=market1501", "tier=smoke", "method=learn", "hydra.launcher.tasks_per_node=2")
+    assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+    (row,) = rows(tmp_path / "res")
+    assert row["provenance"]["world_size"] == 2 and row["extra"]["executor"] == "distributed"
+    assert row["provenance"]["slurm_job_id"] is not None
+
+
+@requires_cluster
 def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
     """A search on the low partition filling the node is preempted by a job on the high
     partition; SLURM signals it, submitit requeues it, and it resumes from its last checkpoint."""

@@ -1,0 +1,179 @@
+"""Run the speed benchmarks and write their figures to results/perf/ (one command):
+
+    python benchmarks/perf/run.py                  # loss, executors, auto (threads 2 and 1), smoke tier
+    python benchmarks/perf/run.py --no-smoke       # without the smoke-tier timing (~3 min less)
+    python benchmarks/perf/run.py --only smoke     # only the smoke-tier timing
+
+Writes ``results/perf/cpu.csv`` (one row per measurement: name, case, B, threads, seconds,
+reference, reference seconds, ratio, target, met, rounds, note, and provenance: commit, dirty
+flag, CPU model, torch and python versions, date, host, command; rows of earlier runs with other
+keys are kept) and ``results/perf/benchmark-cpu.json`` (pytest-benchmark's own record). The
+Markdown table for README.md is printed at the end (``--table`` prints it from the CSV only).
+
+The whole mini tier is not re-run here (20 minutes); its row is computed from the committed
+result rows' timestamps (``results/mini``), and says so.
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as dt
+import json
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks.perf import cases  # noqa: E402
+
+SMOKE_CMD = ("{python} benchmarks/run.py +table={table} tier=smoke results_dir={tmp}/results "
+             "hydra.sweep.dir={tmp}/hydra/{table} progress=false")
+
+
+def run_pytest(threads: str, extra: list[str]) -> int:
+    cmd = [sys.executable, "-m", "pytest", "benchmarks/perf", "-p", "no:cacheprovider", "-q", "--benchmark-enable",
+           "--benchmark-json", str(cases.RESULTS / "benchmark-cpu.json"), "--benchmark-columns=min,median,rounds",
+           f"--perf-threads={threads}", *extra]
+    print("+", " ".join(cmd), flush=True)
+    return subprocess.call(cmd, cwd=ROOT)
+
+
+def smoke_tier() -> list[dict]:
+    """Wall time of ``benchmarks/run.py +table=T tier=smoke`` for every table, one after another,
+    each a fresh process (as a user runs them), into a scratch folder."""
+    tables = sorted(p.stem for p in (ROOT / "benchmarks" / "conf" / "table").glob("*.yaml"))
+    rows, total = [], 0.0
+    with tempfile.TemporaryDirectory(prefix="perf-smoke-") as tmp:
+        for table in tables:
+            cmd = SMOKE_CMD.format(python=Path(sys.executable).name, table=table, tmp=tmp)
+            start = time.perf_counter()
+            proc = subprocess.run([sys.executable, *cmd.split()[1:]], cwd=ROOT, capture_output=True, text=True)
+            seconds = time.perf_counter() - start
+            total += seconds
+            ok = proc.returncode == 0
+            print(f"  smoke {table}: {seconds:.1f}s{'' if ok else ' FAILED'}", flush=True)
+            if not ok:
+                print(proc.stderr[-2000:], file=sys.stderr)
+            rows.append(cases.row("smoke_tier_table", table, seconds, metric="seconds", threads=1,
+                                  note=("" if ok else "FAILED: ") + cmd.replace(tmp, "$TMP"), rounds=1))
+    target = cases.TARGETS["smoke_tier_minutes"] * 60
+    rows.append(cases.row("smoke_tier_total", "all tables", total, "target", target, total / target, 1.0, metric="seconds",
+                          threads=1, rounds=1, note=f"sum over {len(rows)} tables of: " + SMOKE_CMD.format(
+                              python="python", table="<table>", tmp="$TMP")))
+    print(f"  smoke tier total: {total:.1f}s ({total / 60:.2f} min; target {target / 60:.0f} min)", flush=True)
+    return rows
+
+
+def mini_tier_from_rows(results: Path = ROOT / "results" / "mini") -> list[dict]:
+    """The mini tier's wall time from its committed rows: per table, from the first job's start
+    (end - wall_seconds) to the last job's end (two jobs at a time), summed over the tables (they
+    run one after another). Process start-up and the report between tables are not in it."""
+    spans: dict[str, list] = {}
+    commits = set()
+    for f in results.rglob("*.json"):
+        if f.name.endswith(".history.json") or "history" in f.name:
+            continue
+        try:
+            r = json.loads(f.read_text())
+            p = r["provenance"]
+            end = dt.datetime.fromisoformat(p["date"])
+            start = end - dt.timedelta(seconds=float(p["wall_seconds"]))
+        except (KeyError, TypeError, ValueError, json.JSONDecodeError):
+            continue
+        spans.setdefault(r["table"], []).append((start, end))
+        commits.add(str(p.get("git_commit", ""))[:7])
+    if not spans:
+        return []
+    total = sum((max(e for _, e in v) - min(s for s, _ in v)).total_seconds() for v in spans.values())
+    target = cases.TARGETS["mini_tier_minutes"] * 60
+    return [cases.row("mini_tier_total", "all tables (committed rows, not re-run)", total, "target", target,
+                      total / target, 1.0, metric="seconds", threads=1, rounds=1,
+                      note=f"job spans of {sum(len(v) for v in spans.values())} rows in results/mini, "
+                           f"commit {', '.join(sorted(commits))}; the session that ran it measured 1253 s "
+                           "(20.9 min) including process start and reports")]
+
+
+def markdown(path: Path = cases.RESULTS / "cpu.csv", threads: str = "2") -> str:
+    """The README table: the issue's targets, at ``threads`` threads where it matters."""
+    with path.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    def pick(name, case=None, th=threads):
+        for r in rows:
+            if r["name"] == name and (case is None or r["case"] == case) and (th is None or r["threads"] == th):
+                return r
+        return None
+
+    def ratio(r):
+        return f"{float(r['ratio']):.2f}" if r and r["ratio"] else "not run"
+
+    def met(r):
+        return "" if r is None or not r["meets"] else ("yes" if r["meets"] == "True" else "**no**")
+
+    lines = ["| measurement | target | measured | met |", "|---|---|---|---|"]
+    for case, label in (("256x10575", "(256, 10575)"), ("128x10", "(128, 10)")):
+        r = pick("loss_vs_cross_entropy", case)
+        before = pick("loss_autograd_vs_cross_entropy", case)
+        was = f" (autograd version: {ratio(before)})" if before else ""
+        lines.append(f"| `am_lfs_loss` fwd+bwd ÷ `F.cross_entropy` fwd+bwd, {label} | ≤ {cases.TARGETS[f'loss_vs_cross_entropy/{case}']:g} "
+                     f"| {ratio(r)}{was} | {met(r)} |")
+    r = pick("vectorized_vs_sequential_epoch", "cnn1d")
+    lines.append(f"| one search epoch, mini 1D CNN, B = {r['B'] if r else 32}: vectorized ÷ sequential "
+                 f"| ≤ {cases.TARGETS['vectorized_vs_sequential_epoch/cnn1d']:g} | {ratio(r)} | {met(r)} |")
+    for case in ("mlp", "cnn1d", "resnet20"):
+        r = pick("auto_vs_best_epoch", case)
+        chosen = ""
+        if r and "auto chose" in r["note"]:
+            chosen = " (chose " + r["note"].split("auto chose ")[1].split(";")[0] + ")"
+        run, choice = pick("auto_vs_best_run", case), pick("auto_choice_vs_best_epoch", case)
+        shown = choice or r
+        extra = f" (auto's own epochs timed again: {ratio(r)}" if choice else " ("
+        extra += f"; with its probe, over a run: {ratio(run)})" if run else ")"
+        lines.append(f"| `auto` epoch ÷ better of sequential/vectorized, {case}, B = {r['B'] if r else '?'}{chosen} "
+                     f"| ≤ 1.05 | {ratio(shown)}{extra} | {met(run or shown)} |")
+    r = pick("mini_tier_total", th=None)
+    lines.append(f"| whole mini tier | ≤ 30 min | {float(r['value_s']) / 60:.1f} min (not re-run) | {met(r)} |" if r
+                 else "| whole mini tier | ≤ 30 min | not run | |")
+    r = pick("smoke_tier_total", th=None)
+    lines.append(f"| smoke tier, all tables | ≤ 2 min | {float(r['value_s']) / 60:.1f} min | {met(r)} |" if r
+                 else "| smoke tier, all tables | ≤ 2 min | not run | |")
+    any_row = rows[0] if rows else {}
+    lines.append("")
+    lines.append(f"{any_row.get('cpu', '?')}, {threads} torch threads (a shared 2-core machine), torch "
+                 f"{any_row.get('torch', '?')}, commit {str(any_row.get('commit', '?'))[:7]}"
+                 f"{' (dirty)' if any_row.get('dirty') == 'True' else ''}, {str(any_row.get('date', '?'))[:10]}; "
+                 "every row, and threads = 1, in `results/perf/cpu.csv`.")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", default="2,1", help="torch thread counts for the pytest benchmarks (default 2,1)")
+    ap.add_argument("--only", choices=["bench", "smoke"], default=None)
+    ap.add_argument("--no-smoke", action="store_true")
+    ap.add_argument("--table", action="store_true", help="print the README table from results/perf/cpu.csv and exit")
+    ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --), e.g. -k loss")
+    args = ap.parse_args(argv)
+    if args.table:
+        print(markdown())
+        return 0
+    cases.RESULTS.mkdir(parents=True, exist_ok=True)
+    rc = 0
+    start = time.perf_counter()
+    if args.only in (None, "bench"):
+        rc = run_pytest(args.threads, args.pytest_args)
+        cases.write_rows(mini_tier_from_rows())
+    if args.only == "smoke" or (args.only is None and not args.no_smoke):
+        cases.write_rows(smoke_tier())
+    print(f"perf: done in {time.perf_counter() - start:.0f}s; figures in {cases.RESULTS / 'cpu.csv'}\n")
+    print(markdown())
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,330 @@
+"""The auto executor: it picks sequential or vectorized by timing both, on clones, and then is
+exactly the executor it picked."""
+import math
+
+import pytest
+import torch
+import torch.nn as nn
+
+import lfs
+from lfs.auto import CANDIDATES, AutoExecutor, choose_executor, probe_executors
+from lfs.executors import SequentialExecutor, VectorizedExecutor
+from lfs.search import LossSearch, SearchConfig
+
+
+def toy_task(bn=True, d=12, c=4, model=None):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(384, d, generator=g)
+    y = (x @ torch.randn(d, c, generator=g)).argmax(1)
+
+    def model_fn():
+        if model is not None:
+            return model()
+        layers = [nn.Linear(d, 24)] + ([nn.BatchNorm1d(24)] if bn else []) + [nn.ReLU()]
+        return nn.Sequential(*layers, lfs.CosineClassifier(24, c, normalize="both", s=8.0))
+
+    def loss_fn(out, target, theta):
+        cos, scale = out
+        return lfs.am_lfs_loss(cos, target, theta, scale)
+
+    return lfs.SupervisedTask(model_fn, lambda p: torch.optim.SGD(p, lr=0.1, momentum=0.9, weight_decay=5e-4),
+                              loss_fn, (x[:256], y[:256]), (x[256:], y[256:]), batch_size=32,
+                              scheduler_fn=lambda o: torch.optim.lr_scheduler.StepLR(o, 1, 0.8))
+
+
+def run(executor, seed=3, B=4, epochs=2):
+    s = LossSearch(toy_task(), SearchConfig(epochs=epochs, B=B, seed=seed, sigma=0.05), executor=executor)
+    return s, s.run()
+
+
+def params(state):
+    return torch.cat([p.detach().flatten() for p in state.model.parameters()]
+                     + [b.detach().flatten().double() for b in state.model.buffers()])
+
+
+@pytest.mark.parametrize("name", CANDIDATES)
+def test_forced_choice_is_exactly_that_executor(name):
+    s_auto, r_auto = run(AutoExecutor(force=name))
+    s_ref, r_ref = run(SequentialExecutor() if name == "sequential" else VectorizedExecutor())
+    assert s_auto.executor.chosen == name and isinstance(s_auto.executor.executor, type(s_ref.executor))
+    assert [h.rewards for h in r_auto.history] == [h.rewards for h in r_ref.history]
+    assert [h.chosen for h in r_auto.history] == [h.chosen for h in r_ref.history]
+    assert torch.equal(params(r_auto.state), params(r_ref.state))
+
+
+def test_probed_choice_gives_the_results_of_the_executor_it_chose():
+    s_auto, r_auto = run(AutoExecutor())
+    chosen = s_auto.executor.chosen
+    assert chosen in CANDIDATES
+    assert set(s_auto.executor.probe["estimate"]) == set(CANDIDATES)
+    assert s_auto.executor.probe["probe_seconds"] > 0
+    # the probe ran on clones and outside the RNG stream: identical to running the chosen one
+    _, r_ref = run(SequentialExecutor() if chosen == "sequential" else VectorizedExecutor())
+    assert [h.rewards for h in r_auto.history] == [h.rewards for h in r_ref.history]
+    assert [h.thetas for h in r_auto.history] == [h.thetas for h in r_ref.history]
+    assert torch.equal(params(r_auto.state), params(r_ref.state))
+
+
+def test_probe_leaves_state_and_rng_untouched():
+    task = toy_task()
+    torch.manual_seed(0)
+    state = task.make_state()
+    # give the optimizer some state too (a trained state)
+    task.train_epoch(state, lfs.identity_theta(6), 0, 1)
+    before = params(state).clone()
+    momentum = [v["momentum_buffer"].clone() for v in state.optimizer.state.values()]
+    lr = state.optimizer.param_groups[0]["lr"]
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    name = choose_executor(task, 4, state)
+    assert torch.equal(torch.rand(3), expected)  # global RNG not consumed
+    assert name in CANDIDATES
+    assert torch.equal(params(state), before)
+    assert all(torch.equal(v["momentum_buffer"], m) for v, m in zip(state.optimizer.state.values(), momentum))
+    assert state.optimizer.param_groups[0]["lr"] == lr
+
+
+def test_probe_measures_both():
+    task = toy_task()
+    torch.manual_seed(0)
+    from lfs.auto import _batches_per_epoch
+
+    assert _batches_per_epoch(task) == sum(1 for _ in task.train_batches(0)) == 8
+    t = probe_executors(task, 4, task.make_state(), decisive=math.inf, repeats=1, min_seconds=0.0)
+    assert set(t) == set(CANDIDATES)
+    for e in t.values():
+        assert 0 < e["step"] < math.inf and 0 < e["fixed"] < math.inf
+        assert e["epoch"] == pytest.approx(8 * e["step"] + e["fixed"])  # 256 examples / 32
+
+
+def test_non_supervised_task_and_single_copy_get_sequential_without_probe():
+    def make_state():
+        model = nn.Linear(2, 2)
+        return lfs.TrainState(model, torch.optim.SGD(model.parameters(), lr=0.1))
+
+    task = lfs.CallbackTask(make_state, lambda st, theta, epoch, seed: 0.0, lambda st: 1.0)
+    assert choose_executor(task, 8, make_state()) == "sequential"
+    ex = AutoExecutor()
+    ex.setup(task, 3, make_state())
+    assert ex.chosen == "sequential" and "reason" in ex.probe and len(ex.states) == 3
+    sup = toy_task()
+    assert choose_executor(sup, 1, sup.make_state()) == "sequential"
+
+
+class NotVmappable(nn.Module):
+    """Data-dependent Python control flow: runs in a loop, fails under vmap."""
+
+    def __init__(self):
+        super().__init__()
+        self.body = nn.Linear(12, 24)
+        self.head = lfs.CosineClassifier(24, 4, normalize="both", s=8.0)
+
+    def forward(self, x):
+        h = self.body(x)
+        if h.sum() > 1e9:  # .item() under vmap raises
+            h = h * 0
+        return self.head(h)
+
+
+def test_a_model_that_cannot_be_vmapped_gets_sequential():
+    task = toy_task(model=NotVmappable)
+    torch.manual_seed(0)
+    assert choose_executor(task, 4, task.make_state()) == "sequential"
+
+
+def test_delegation_of_every_executor_method_and_attribute():
+    ex = AutoExecutor(force="vectorized")
+    with pytest.raises(AttributeError):
+        ex.B  # noqa: B018 - before setup
+    assert getattr(ex, "is_writer", True) is True
+    task = toy_task()
+    torch.manual_seed(0)
+    ex.setup(task, 3, task.make_state())
+    assert ex.B == 3 and ex.params is ex.executor.params  # attributes of the chosen one
+    # the interface's methods are the chosen executor's own (not the base class defaults)
+    st = ex.copy_state(1)
+    ex.load_copy_state(st, [0])
+    sd = ex.state_dict()
+    ex.load_state_dict(sd)
+    assert isinstance(ex.export(0), lfs.TrainState)
+    assert "vectorized" in repr(ex)
+    with pytest.raises(ValueError, match="force"):
+        AutoExecutor(force="distributed")
+
+
+def test_checkpointed_search_with_auto_resumes_like_the_chosen_executor(tmp_path):
+    path = tmp_path / "ck.pt"
+    s1 = LossSearch(toy_task(), SearchConfig(epochs=1, B=3, seed=5, sigma=0.05), executor=AutoExecutor(force="sequential"),
+                    checkpoint=path)
+    s1.run()
+    s2 = LossSearch(toy_task(), SearchConfig(epochs=2, B=3, seed=5, sigma=0.05), executor=AutoExecutor(force="sequential"),
+                    checkpoint=path)
+    r2 = s2.run()
+    _, r_ref = run(SequentialExecutor(), seed=5, B=3, epochs=2)
+    assert s2.resumed_from == 1
+    assert [h.rewards for h in r2.history] == [h.rewards for h in r_ref.history]
+
+
+# ------------------------------------------------------------------ the speed benchmarks run
+def test_perf_suite_runs_quickly_and_writes_rows_with_provenance(tmp_path):
+    """The benchmark suite (benchmarks/perf) once, tiny, with --benchmark-disable semantics."""
+    import csv
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "cpu.csv"
+    proc = subprocess.run([sys.executable, "-m", "pytest", "benchmarks/perf", "-q", "-p", "no:cacheprovider",
+                           "--benchmark-disable", "--perf-quick", "--perf-threads=1", f"--perf-out={out}"],
+                          cwd=root, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = list(csv.DictReader(out.open()))
+    names = {r["name"] for r in rows}
+    assert {"loss_vs_cross_entropy", "vectorized_vs_sequential_epoch", "auto_vs_best_epoch", "auto_vs_best_run"} <= names
+    for r in rows:
+        assert r["commit"] and r["cpu"] and r["torch"] and r["date"] and r["threads"] == "1"
+        assert float(r["value_s"]) > 0 and float(r["ratio"]) > 0
+
+
+def test_perf_rows_merge_and_readme_table(tmp_path):
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.perf import cases
+    from benchmarks.perf.run import markdown, mini_tier_from_rows
+
+    path = tmp_path / "cpu.csv"
+    cases.write_rows([cases.row("loss_vs_cross_entropy", "128x10", 2e-4, "ce", 1e-4, 2.0, 3.0, threads=2),
+                      cases.row("smoke_tier_total", "all tables", 90.0, "target", 120.0, 0.75, 1.0, threads=1)], path)
+    cases.write_rows([cases.row("loss_vs_cross_entropy", "128x10", 3e-4, "ce", 1e-4, 3.5, 3.0, threads=2)], path)
+    table = markdown(path, threads="2")
+    assert "| 3.50 | **no** |" in table and "1.5 min" in table and "not run" in table
+    mini = mini_tier_from_rows()
+    if mini:  # the committed mini-tier rows
+        assert 0 < mini[0]["value_s"] < 3600
+
+
+# ------------------------------------------------- the fast AM-LFS loss (lfs/loss.py, issue 5)
+# Its closed-form backward against the loss composed of autograd ops (the first implementation).
+from torch.func import grad, vmap  # noqa: E402
+
+from lfs.loss import _thresholds, am_lfs_loss, am_lfs_loss_autograd  # noqa: E402
+from lfs.search_space import T_DOMAIN, TAU_DOMAIN, interval_index  # noqa: E402
+
+
+def _case(N, C, scale_kind, sigma, seed, dtype=torch.float64):
+    g = torch.Generator().manual_seed(seed)
+    cos = torch.rand(N, C, generator=g, dtype=dtype) * 2 - 1
+    target = torch.randint(0, C, (N,), generator=g)
+    theta = lfs.identity_theta(6, dtype=dtype) + sigma * torch.randn(24, generator=g, dtype=dtype)
+    scale = {"number": 5.0, "0-d": torch.full((), 5.0, dtype=dtype),
+             "row": torch.rand(N, 1, generator=g, dtype=dtype) * 5 + 1,
+             "full": torch.rand(N, C, generator=g, dtype=dtype) * 5 + 1}[scale_kind]
+    return cos, target, theta, scale
+
+
+@pytest.mark.parametrize("scale_kind", ["number", "0-d", "row", "full"])
+@pytest.mark.parametrize("reduction", ["mean", "sum", "none"])
+@pytest.mark.parametrize("invalid_tau", ["ignore", "nan"])
+def test_fast_loss_equals_autograd_loss_and_gradients(scale_kind, reduction, invalid_tau):
+    for seed, sigma in [(0, 0.05), (1, 0.5)]:  # sigma 0.5: many invalid tau
+        cos, target, theta, scale = _case(9, 7, scale_kind, sigma, seed)
+        w = torch.randn(9, dtype=torch.float64)
+        out = []
+        for fn in (am_lfs_loss, am_lfs_loss_autograd):
+            c = cos.clone().requires_grad_(True)
+            s = scale.clone().requires_grad_(True) if scale_kind in ("row", "full") else scale
+            loss = fn(c, target, theta, s, reduction=reduction, invalid_tau=invalid_tau)
+            (loss * w if reduction == "none" else loss * 1.3).nansum().backward()
+            out.append((loss.detach(), c.grad, s.grad if isinstance(s, torch.Tensor) and s.requires_grad else None))
+        (l1, g1, s1), (l2, g2, s2) = out
+        torch.testing.assert_close(l1, l2, rtol=1e-9, atol=1e-9, equal_nan=True)
+        torch.testing.assert_close(g1, g2, rtol=1e-8, atol=1e-10)
+        if s2 is not None:
+            torch.testing.assert_close(s1, s2, rtol=1e-8, atol=1e-10)
+
+
+def test_fast_loss_float32_matches_autograd_at_face_scale():
+    cos, target, theta, _ = _case(256, 10575, "number", 0.2, 2, dtype=torch.float32)
+    out = []
+    for fn in (am_lfs_loss, am_lfs_loss_autograd):
+        c = cos.clone().requires_grad_(True)
+        loss = fn(c, target, theta.double(), 64.0, reduction="none")
+        loss.sum().backward()
+        out.append((loss.detach(), c.grad))
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=2e-5, atol=2e-5)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=2e-4, atol=1e-6)
+
+
+def test_fast_loss_under_vmap_over_copies_equals_a_loop():
+    """The vectorized executor's case: per-copy cosines, targets, thetas and scales."""
+    g = torch.Generator().manual_seed(3)
+    B, N, C = 4, 16, 5
+    cos = (torch.rand(B, N, C, generator=g) * 2 - 1).requires_grad_(True)
+    target = torch.randint(0, C, (B, N), generator=g)
+    thetas = lfs.identity_theta(6) + 0.3 * torch.randn(B, 24, generator=g)
+    scale = (torch.rand(B, N, 1, generator=g) + 1).requires_grad_(True)
+    batched = vmap(am_lfs_loss)(cos, target, thetas, scale)
+    batched.sum().backward()
+    g_cos, g_scale = cos.grad.clone(), scale.grad.clone()
+    cos.grad = scale.grad = None
+    looped = torch.stack([am_lfs_loss_autograd(cos[i], target[i], thetas[i], scale[i]) for i in range(B)])
+    looped.sum().backward()
+    torch.testing.assert_close(batched, looped)
+    torch.testing.assert_close(g_cos, cos.grad)
+    torch.testing.assert_close(g_scale, scale.grad)
+    # vmapped dim not first, unbatched scale, and nested vmap
+    c = cos.detach().movedim(0, 1)
+    got = vmap(lambda x, th: am_lfs_loss(x, target[0], th, torch.tensor(3.0)), in_dims=(1, 0))(c, thetas)
+    want = torch.stack([am_lfs_loss_autograd(cos[i].detach(), target[0], thetas[i], 3.0) for i in range(B)])
+    torch.testing.assert_close(got, want)
+    nested = vmap(vmap(lambda th: am_lfs_loss(cos[0].detach(), target[0], th, 2.0)))(thetas.view(2, 2, 24))
+    want = torch.stack([am_lfs_loss_autograd(cos[0].detach(), target[0], th, 2.0) for th in thetas]).view(2, 2)
+    torch.testing.assert_close(nested, want)
+
+
+def test_fast_loss_under_torch_func_grad():
+    cos, target, theta, _ = _case(8, 5, "number", 0.2, 4)
+    got = grad(lambda c: am_lfs_loss(c, target, theta, 3.0))(cos)
+    c = cos.clone().requires_grad_(True)
+    am_lfs_loss_autograd(c, target, theta, 3.0).backward()
+    torch.testing.assert_close(got, c.grad)
+
+
+def test_fast_loss_edge_cases():
+    cos, target, theta, _ = _case(6, 5, "number", 0.1, 5, dtype=torch.float32)
+    cos[0, 0] = math.nan  # a diverged model: NaN, not an index error
+    loss = am_lfs_loss(cos, target, theta, 2.0, reduction="none")
+    assert torch.isnan(loss[0]) and torch.isfinite(loss[1:]).all()
+    # theta that requires a gradient takes the autograd path (and gets its gradient)
+    th = theta.clone().double().requires_grad_(True)
+    am_lfs_loss(cos[1:], target[1:], th, 2.0).backward()
+    assert th.grad is not None and th.grad.abs().sum() > 0
+    # second derivatives are refused, not silently wrong
+    c = cos[1:].clone().requires_grad_(True)
+    torch.autograd.grad(am_lfs_loss(c, target[1:], theta, 2.0), c)  # first derivatives: fine
+    with pytest.raises(RuntimeError, match="second derivatives"):
+        torch.autograd.grad(am_lfs_loss(c, target[1:], theta, 2.0), c, create_graph=True)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64, torch.float16, torch.bfloat16])
+@pytest.mark.parametrize("M", [1, 2, 6, 7])
+def test_bucketize_thresholds_reproduce_the_arithmetic_interval_index(dtype, M):
+    for domain in (T_DOMAIN, TAU_DOMAIN):
+        thr = _thresholds(M, domain, dtype, torch.device("cpu"))
+        x = torch.cat([torch.rand(20000, dtype=torch.float64) * 3 - 1.5,
+                       torch.tensor([0.0, -0.0, 1.0, -1.0, math.inf, -math.inf], dtype=torch.float64)]).to(dtype)
+        near = []
+        for t in thr:  # every float next to each threshold
+            v = t.clone()
+            for _ in range(4):
+                v = torch.nextafter(v, torch.tensor(-math.inf, dtype=dtype))
+            for _ in range(8):
+                near.append(v.clone())
+                v = torch.nextafter(v, torch.tensor(math.inf, dtype=dtype))
+        if near:
+            x = torch.cat([x, torch.stack(near)])
+        assert torch.equal(torch.bucketize(x, thr, right=True), interval_index(x, M, domain))
