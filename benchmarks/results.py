@@ -17,10 +17,11 @@ import platform
 import socket
 import subprocess
 import sys
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
+
+from lfs.checkpoint import atomic_write
 
 ROW_KEYS = ("table", "tier", "dataset", "method", "setting", "seed", "metrics", "provenance")
 
@@ -49,23 +50,10 @@ def checkpoint_path(row: Path) -> Path:
 
 
 def atomic_write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
-    """Write JSON to a temporary file in the same folder, fsync, then rename over ``path``:
-    readers see the old file or the complete new one, never a partial one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as f:
-            json.dump(obj, f, indent=indent, sort_keys=True, allow_nan=True, default=_jsonable)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
+    """Write JSON atomically (:func:`lfs.checkpoint.atomic_write`): readers see the old file or
+    the complete new one, never a partial one."""
+    text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=True, default=_jsonable)
+    atomic_write(path, text.encode())
 
 
 def _jsonable(obj):

@@ -20,7 +20,7 @@ import baselines
 import lfs
 from lfs.distributed import environment as distributed_environment
 from lfs import checkpoint as lfs_checkpoint
-from lfs.executors import load_train_state, train_state_dict
+from lfs.executors import load_train_state, restore_state, train_state_dict
 from lfs.search import EpochRecord
 
 from . import methods as methods_registry
@@ -487,9 +487,9 @@ def train_with_search(cfg: dict, method, task, progress, checkpoint=None) -> tup
         init_process_group()
     search = lfs.LossSearch(task, config, on_epoch=on_epoch, checkpoint=checkpoint)
     search.user_state["best"] = {"reward": -math.inf, "epoch": None, "state": None}  # early stopping's best copy
-    search.user_state["config"] = resumable_config(cfg)
+    search.user_state["config"] = run_config = resumable_config(cfg)
     if search.resume():
-        check_resumed_config(search.user_state.get("config"), resumable_config(cfg), checkpoint)
+        check_resumed_config(search.user_state.get("config"), run_config, checkpoint)
         progress.resumed(search.epoch, checkpoint)
     result = search.run()
     best = search.user_state["best"]
@@ -499,10 +499,7 @@ def train_with_search(cfg: dict, method, task, progress, checkpoint=None) -> tup
              "final_mu": result.policy["mu"].tolist() if method.search_mode == "learn" else None}
     if method.early_stopping:
         extra.update(val_reward=best["reward"], stopped_epoch=best["epoch"])
-        with torch.random.fork_rng(devices=[]):
-            state = task.make_state()
-        load_train_state(state, best["state"])
-        return state.model, history, extra
+        return restore_state(task, best["state"]).model, history, extra
     return result.state.model, history, extra
 
 

@@ -36,23 +36,20 @@ def previous(path: str | Path) -> Path:
     return path.with_name(path.name + ".prev")
 
 
-def save(path: str | Path, obj: Any) -> None:
-    """Write ``obj`` to ``path`` atomically; the replaced checkpoint is kept as ``<path>.prev``."""
+def atomic_write(path: str | Path, data: bytes, keep_previous: bool = False) -> None:
+    """Write ``data`` to a temporary file in the same folder, fsync, then rename over ``path``:
+    readers see the old file or the complete new one, never a partial one. With
+    ``keep_previous`` the replaced file is kept as ``<path>.prev``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    payload = buf.getvalue()
-    digest = hashlib.sha256(payload).hexdigest().encode()
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as f:
-            f.write(MAGIC + digest + b"\n")
-            f.write(payload)
+            f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)
-        if path.exists():
+        os.chmod(tmp, 0o644)  # mkstemp creates 0600
+        if keep_previous and path.exists():
             os.replace(path, previous(path))
         os.replace(tmp, path)
     except BaseException:
@@ -61,6 +58,15 @@ def save(path: str | Path, obj: Any) -> None:
         except FileNotFoundError:
             pass
         raise
+
+
+def save(path: str | Path, obj: Any) -> None:
+    """Write ``obj`` to ``path`` atomically; the replaced checkpoint is kept as ``<path>.prev``."""
+    buf = io.BytesIO()
+    torch.save(obj, buf)
+    payload = buf.getvalue()
+    digest = hashlib.sha256(payload).hexdigest().encode()
+    atomic_write(path, MAGIC + digest + b"\n" + payload, keep_previous=True)
 
 
 def _read(path: Path) -> Any:

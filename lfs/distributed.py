@@ -41,7 +41,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .executors import Executor, load_train_state, make_executor
+from .executors import Executor, make_executor, restore_state
 from .task import EpochStats
 
 
@@ -189,17 +189,14 @@ class DistributedExecutor(Executor):
 
     # -- states (collective: every rank calls them) ---------------------------------------
     def export(self, index):
-        state = self._from_owner(index)
-        with torch.random.fork_rng(devices=[]):
-            dst = self.task.make_state()
-        load_train_state(dst, state)
-        return dst
+        return restore_state(self.task, self._from_owner(index))
 
     def copy_state(self, index):
         return self._from_owner(index)
 
     def load_copy_state(self, state, indices=None, with_optimizer=True):
-        local = [j for j, i in enumerate(self.mine) if indices is None or i in set(indices)]
+        wanted = None if indices is None else set(indices)
+        local = [j for j, i in enumerate(self.mine) if wanted is None or i in wanted]
         if local:
             self.local.load_copy_state(state, local, with_optimizer)
 

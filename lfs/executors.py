@@ -90,41 +90,48 @@ class Executor:
 
 def train_state_dict(state: TrainState) -> dict:
     """Independent (deep-copied) state dicts of a :class:`TrainState`."""
-    return {"model": copy.deepcopy(state.model.state_dict()),
-            "optimizer": copy.deepcopy(state.optimizer.state_dict()) if state.optimizer is not None else None,
-            "scheduler": copy.deepcopy(state.scheduler.state_dict()) if state.scheduler is not None else None}
+    return copy.deepcopy(_state_dicts(state))
 
 
 def load_train_state(dst: TrainState, state: dict, with_optimizer: bool = True) -> None:
     """Load :func:`train_state_dict` output into ``dst`` without sharing tensors."""
     dst.model.load_state_dict(state["model"])
     if with_optimizer and dst.optimizer is not None and state.get("optimizer") is not None:
+        # load_state_dict keeps the very tensors it is given when dtype and device match:
+        # without a deep copy the copies would share (and jointly update) one momentum buffer.
         dst.optimizer.load_state_dict(copy.deepcopy(state["optimizer"]))
     if dst.scheduler is not None and state.get("scheduler") is not None:
         dst.scheduler.load_state_dict(state["scheduler"])
 
 
+def _state_dicts(state: TrainState) -> dict:
+    """The live (not copied) state dicts of a :class:`TrainState`."""
+    return {"model": state.model.state_dict(),
+            "optimizer": state.optimizer.state_dict() if state.optimizer is not None else None,
+            "scheduler": state.scheduler.state_dict() if state.scheduler is not None else None}
+
+
 def load_state(dst: TrainState, src: TrainState, with_optimizer: bool = True) -> None:
     """Copy ``src``'s model (and optimizer, scheduler) state into ``dst`` without sharing tensors."""
-    dst.model.load_state_dict(src.model.state_dict())
-    if with_optimizer and src.optimizer is not None:
-        # load_state_dict keeps the very tensors it is given when dtype and device match:
-        # without a deep copy the copies would share (and jointly update) one momentum buffer.
-        dst.optimizer.load_state_dict(copy.deepcopy(src.optimizer.state_dict()))
-    if src.scheduler is not None:
-        dst.scheduler.load_state_dict(src.scheduler.state_dict())
+    load_train_state(dst, _state_dicts(src), with_optimizer)
 
 
-def clone_state(task: Task, src: TrainState) -> TrainState:
-    """A fresh ``task.make_state()`` loaded with ``src``'s state (the global RNG is untouched).
+def restore_state(task: Task, state: dict) -> TrainState:
+    """A fresh ``task.make_state()`` loaded with a :func:`train_state_dict` (the global RNG is
+    untouched).
 
     Built rather than ``copy.deepcopy``-ed: a deep copy loses the hook an LR scheduler installs on
     its optimizer's ``step`` and may not handle arbitrary user objects.
     """
     with torch.random.fork_rng(devices=[]):
         dst = task.make_state()
-    load_state(dst, src)
+    load_train_state(dst, state)
     return dst
+
+
+def clone_state(task: Task, src: TrainState) -> TrainState:
+    """A fresh ``task.make_state()`` loaded with ``src``'s state (see :func:`restore_state`)."""
+    return restore_state(task, _state_dicts(src))
 
 
 class SequentialExecutor(Executor):

@@ -111,41 +111,47 @@ def test_user_state_is_checkpointed(tmp_path):
     assert t.resume() and t.user_state["seen"] == [0, 1] and t.epoch == 2
 
 
-# --------------------------------------------------------- runner: early stopping resumes too
-def test_runner_resume_restores_early_stopping_best(tmp_path):
+# --------------------------------------------------------------- runner-level resume
+def smoke_config(tmp_path, method: str, epochs: int) -> dict:
     from hydra import compose, initialize_config_dir
-
-    from benchmarks import runner
-
-    with initialize_config_dir(str(ROOT / "benchmarks" / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["+table=cifar10", "tier=smoke", "method=ce_es", "train.epochs=4",
-                                           f"cache_dir={tmp_path / 'cache'}", "progress=false"])
     from omegaconf import OmegaConf
 
-    plain = OmegaConf.to_container(cfg, resolve=True)
-    ref_metrics, ref_extra, ref_hist = runner.run(plain)
+    with initialize_config_dir(str(ROOT / "benchmarks" / "conf"), version_base="1.3"):
+        cfg = compose("config", overrides=["+table=cifar10", "tier=smoke", f"method={method}", f"train.epochs={epochs}",
+                                           f"cache_dir={tmp_path / 'cache'}", "progress=false"])
+    return OmegaConf.to_container(cfg, resolve=True)
 
-    p = tmp_path / "r.ckpt"
-    calls = {"n": 0}
 
-    class Crash(Exception):
-        pass
+class Crash(Exception):
+    pass
 
-    orig = runner.Progress.__call__
 
-    def crashing(self, r):  # "crash" in the middle of epoch 3 (after 2 checkpoints)
+def crash_in_epoch_3(monkeypatch, plain: dict, checkpoint) -> None:
+    """Run the job and "crash" in the middle of epoch 3, after 2 checkpoints were written."""
+    from benchmarks import runner
+
+    orig, calls = runner.Progress.__call__, {"n": 0}
+
+    def crashing(self, r):
         calls["n"] += 1
         if calls["n"] == 3:
             raise Crash
         return orig(self, r)
 
-    runner.Progress.__call__ = crashing
-    try:
+    with monkeypatch.context() as m:
+        m.setattr(runner.Progress, "__call__", crashing)
         with pytest.raises(Crash):
-            runner.run(plain, checkpoint=p)
-    finally:
-        runner.Progress.__call__ = orig
-    assert ckpt.load(p)["epoch"] == 2
+            runner.run(plain, checkpoint=checkpoint)
+    assert ckpt.load(checkpoint)["epoch"] == 2
+
+
+def test_runner_resume_restores_early_stopping_best(tmp_path, monkeypatch):
+    from benchmarks import runner
+
+    plain = smoke_config(tmp_path, "ce_es", 4)
+    ref_metrics, ref_extra, ref_hist = runner.run(plain)
+    p = tmp_path / "r.ckpt"
+    crash_in_epoch_3(monkeypatch, plain, p)
     metrics, extra, hist = runner.run(plain, checkpoint=p)
     assert metrics == ref_metrics
     assert extra["stopped_epoch"] == ref_extra["stopped_epoch"] and extra["val_reward"] == ref_extra["val_reward"]
@@ -207,33 +213,13 @@ def test_kill_9_at_random_points_then_resume_gives_the_same_row(tmp_path):
     assert f"resumed at epoch {killed_at[-1] + 1}/40" in out, (killed_at, out[-1500:])
 
 
-def test_l2t_dlf_run_resumes_exactly(tmp_path):
-    from hydra import compose, initialize_config_dir
-    from omegaconf import OmegaConf
-
+def test_l2t_dlf_run_resumes_exactly(tmp_path, monkeypatch):
     from benchmarks import runner
 
-    with initialize_config_dir(str(ROOT / "benchmarks" / "conf"), version_base="1.3"):
-        cfg = compose("config", overrides=["+table=cifar10", "tier=smoke", "method=l2t_dlf", "train.epochs=3",
-                                           f"cache_dir={tmp_path / 'cache'}", "progress=false"])
-    plain = OmegaConf.to_container(cfg, resolve=True)
+    plain = smoke_config(tmp_path, "l2t_dlf", 3)
     ref_metrics, _, ref_hist = runner.run(plain)
     p = tmp_path / "l2t.ckpt"
-    orig, calls = runner.Progress.__call__, {"n": 0}
-
-    def crashing(self, r):
-        calls["n"] += 1
-        if calls["n"] == 3:
-            raise KeyboardInterrupt
-        return orig(self, r)
-
-    runner.Progress.__call__ = crashing
-    try:
-        with pytest.raises(KeyboardInterrupt):
-            runner.run(plain, checkpoint=p)
-    finally:
-        runner.Progress.__call__ = orig
-    assert ckpt.load(p)["epoch"] == 2
+    crash_in_epoch_3(monkeypatch, plain, p)
     metrics, _, hist = runner.run(plain, checkpoint=p)
     assert metrics == ref_metrics
     assert [h["val_reward"] for h in hist] == [h["val_reward"] for h in ref_hist]
