@@ -179,6 +179,10 @@ def test_kill_9_at_random_points_then_resume_gives_the_same_row(tmp_path):
     row_name = "smoke/cifar10/mnist1d/learn/noise=0.0,subsample=1000,train.epochs=40/seed=0.json"
     reference = json.loads((tmp_path / "ref" / row_name).read_text())
 
+    # Kill within a few epochs of a fresh checkpoint (scaled to this machine's epoch time), so
+    # that 4 mid-search kills never run past the 40 epochs, however fast the machine is.
+    epoch_s = sum(r["seconds"] for r in json.loads(
+        (tmp_path / "ref" / row_name).with_name("seed=0.history.json").read_text())) / 40
     rng = random.Random(1234)
     ckpt_file = (tmp_path / "run" / row_name).with_suffix(".ckpt")
     killed_at = []
@@ -191,10 +195,14 @@ def test_kill_9_at_random_points_then_resume_gives_the_same_row(tmp_path):
             before, deadline = mtime(), time.monotonic() + 120
             while mtime() == before and p.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.02)
-            time.sleep(rng.uniform(0.0, 2.0))
+            time.sleep(rng.uniform(0.0, 3.0 * epoch_s))
+        assert p.poll() is None, "the run ended before it was killed"
         os.killpg(p.pid, signal.SIGKILL)
         p.wait()
+        out = p.stdout.read()
         p.stdout.close()
+        if killed_at and killed_at[-1] is not None:  # each killed run resumed from the one before
+            assert f"resumed at epoch {killed_at[-1] + 1}/40" in out, (killed_at, out[-1500:])
         killed_at.append(ckpt.load(ckpt_file)["epoch"] if ckpt_file.exists() else None)
     final = start("run")
     out = final.communicate(timeout=300)[0]
