@@ -18,10 +18,12 @@ under ``torch.func.vmap`` with one theta per vmapped model copy.
 Speed (issue 5; measured in ``benchmarks/perf``). :func:`am_lfs_loss` is a custom autograd
 Function with the closed-form gradient of Eq. 16 (:class:`_AMLFSLoss`): its full-size work is
 cross entropy's (one multiply and a log-softmax forward, one fused log-softmax backward), and the
-rest is ~30 small ops on N-vectors: the interval of x in one ``bucketize`` against thresholds that
-reproduce :func:`~lfs.search_space.interval_index` exactly, ``tau = a p + b`` evaluated directly
-(``log a + log p`` when b = 0, so the identity is still exactly cross entropy when p underflows),
-and one coefficient per row for the backward. Under ``vmap`` it runs once on the stacked copies
+rest is ~20 small ops on N-vectors: the interval of x in one ``bucketize`` against thresholds that
+reproduce :func:`~lfs.search_space.interval_index` exactly, per-interval coefficient tables made
+once per theta tensor (so ``tau = a p + b`` is evaluated directly, and as ``log a + log p`` where
+b = 0, with no branch: the identity is still exactly cross entropy when p underflows), constants
+as cached 0-d tensors, and one coefficient per row for the backward. At (128, 10) per-op
+overhead is all there is, so the count of ops is what was cut. Under ``vmap`` it runs once on the stacked copies
 (a ``vmap`` rule, no per-op batching). The composition of autograd ops it replaces is kept as
 :func:`am_lfs_loss_autograd` (the reference in the tests; also what runs when theta itself
 requires a gradient, or where second derivatives are needed).
@@ -48,8 +50,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.autograd.function import once_differentiable
+from torch.utils.weak import WeakIdKeyDictionary
 
-from .search_space import T_DOMAIN, TAU_DOMAIN, interval_index, split_theta, t_transform
+from .search_space import T_DOMAIN, TAU_DOMAIN, interval_edges, interval_index, split_theta, t_transform
 
 _REDUCTIONS = ("mean", "sum", "none")
 _INVALID_TAU = ("ignore", "nan")
@@ -188,18 +191,81 @@ def _interval(x: Tensor, M: int, domain: tuple[float, float]) -> Tensor:
     return torch.bucketize(x, _thresholds(M, domain, x.dtype, x.device), right=True)
 
 
-def _take_pair(theta: Tensor, idx: Tensor, first: int) -> tuple[Tensor, Tensor]:
-    """``(theta[..., first + idx], theta[..., first + M + idx])`` for theta (..., 4M) and idx
-    (..., N, 1) with the same leading dims (or none): the slope and bias of each x's interval."""
+_CONSTANTS: dict = {}
+
+
+def _const(value: float, dtype: torch.dtype, device) -> Tensor:
+    """``value`` as a cached 0-d tensor (an op with a tensor operand skips the conversion of a
+    Python number, ~2 us per op on CPU: most of this loss's ops are that small at (128, 10))."""
+    if torch.compiler.is_compiling():  # traced: a constant of the graph, not a cached tensor
+        return torch.tensor(value, dtype=dtype, device=device)
+    key = (value, dtype, device)
+    out = _CONSTANTS.get(key)
+    if out is None:
+        if len(_CONSTANTS) > 4096:  # e.g. one mean factor per batch size: keep it bounded
+            _CONSTANTS.clear()
+        out = _CONSTANTS[key] = torch.tensor(value, dtype=dtype, device=device)
+    return out
+
+
+_TABLES = WeakIdKeyDictionary()  # theta -> {(t dtype, tau dtype, device): (theta._version, tables, tau_positive)}
+
+
+def _tau_positive(theta: Tensor) -> bool:
+    """Whether ``tau = a p + b`` is safely > 0 for every p in [0, 1] (so no example can meet an
+    invalid tau and the loss need not mask): per interval, ``b = 0 < a`` (tau = a p), or the line
+    is positive at both ends with a margin of 1e-5 (|a| + |b|), far above float32 rounding. A
+    theta of the "positive" search space usually is (it may be positive by less than the margin)."""
     M = theta.shape[-1] // 4
-    if theta.ndim > 1:  # leading (vmapped) dims: offsets into the flattened theta
-        theta = theta.contiguous()
-        lead = theta.shape[:-1]
-        offsets = torch.arange(first, theta.numel(), theta.shape[-1], device=theta.device)
+    a, b = theta.detach().to("cpu", torch.float64).split(M, -1)[2:]
+    edges = interval_edges(M, TAU_DOMAIN).to(torch.float64)
+    margin = 1e-5 * (a.abs() + b.abs())
+    ok = ((b == 0) & (a > 0)) | ((a * edges[:-1] + b > margin) & (a * edges[1:] + b > margin))
+    return bool(ok.all())
+
+
+def _make_tables(theta: Tensor, dtype: torch.dtype, tau_dtype: torch.dtype, device) -> tuple[Tensor, ...]:
+    """Per-interval coefficients, flat (..., M) and contiguous: ``a_t, b_t`` of t in ``dtype`` and,
+    in ``tau_dtype``, ``A, B, C`` with which ``tau = a p + b`` is evaluated in the same few ops
+    for every interval (see :func:`_forward`)::
+
+        b != 0:  A = a, B = b, C = 0     te = B + A p = tau,  log tau = log te
+        b == 0:  A = 0, B = a, C = 1     te = a,              log tau = log te + log p  (= log a p)
+    """
+    M = theta.shape[-1] // 4
+    th = theta.to(device=device, dtype=dtype)  # (a CPU policy sample for a model on a GPU)
+    a_t, b_t = (x.contiguous() for x in th.split(M, -1)[:2])
+    a, b = theta.to(device=device, dtype=tau_dtype).split(M, -1)[2:]
+    zero = b == 0
+    return a_t, b_t, a.masked_fill(zero, 0.0), torch.where(zero, a, b), zero.to(tau_dtype)
+
+
+def _tables(theta: Tensor, dtype: torch.dtype, tau_dtype: torch.dtype, device) -> tuple[tuple[Tensor, ...], bool]:
+    """``(tables, tau_positive)``: :func:`_make_tables` and :func:`_tau_positive`, kept per theta
+    tensor while it is unchanged (a search trains every minibatch of an epoch with the same theta,
+    so the conversion and the tables are made once). Stacked (vmapped) thetas: made per call, and
+    ``tau_positive`` is False (the masking then always runs)."""
+    if theta.ndim != 1 or torch.compiler.is_compiling():  # vmapped copies (a fresh stacked tensor at
+        # every call), or traced by torch.compile (which would break its graph at the cache)
+        return _make_tables(theta, dtype, tau_dtype, device), False
+    per = _TABLES.get(theta)
+    if per is None:
+        per = _TABLES[theta] = {}
+    hit = per.get((dtype, tau_dtype, device))
+    if hit is None or hit[0] != theta._version:
+        hit = per[(dtype, tau_dtype, device)] = (theta._version, _make_tables(theta, dtype, tau_dtype, device),
+                                                 _tau_positive(theta))
+    return hit[1], hit[2]
+
+
+def _take(idx: Tensor, *tables: Tensor) -> list[Tensor]:
+    """``table[..., idx]`` for each flat (..., M) table and idx (..., N, 1) with the same leading
+    dims (or none): each x's interval's coefficient."""
+    if tables[0].ndim > 1:  # leading (vmapped) dims: offsets into the flattened tables
+        lead, M = tables[0].shape[:-1], tables[0].shape[-1]
+        offsets = torch.arange(0, tables[0].numel(), M, device=idx.device)
         idx = idx + offsets.view(lead + (1,) * (idx.ndim - len(lead)))
-    elif first:
-        idx = idx + first
-    return torch.take(theta, idx), torch.take(theta, idx + M)
+    return [torch.take(t, idx) for t in tables]
 
 
 def _broadcasts_into(shape, into) -> bool:
@@ -210,25 +276,31 @@ def _broadcasts_into(shape, into) -> bool:
 def _forward(cos, scale, target, theta, reduction, invalid_tau, tau_floor):
     """The fast forward: ``(loss, ls, g, a_t, t_y)`` with ``ls = log_softmax(z)`` (N x C),
     ``g = d log tau / d log p = a p / tau`` (N x 1, 0 where tau is invalid), ``a_t = t'(cos_y)``
-    and ``t_y = t(cos_y)``. About 30 small ops on N-vectors plus cross entropy's full-size ones.
+    and ``t_y = t(cos_y)``. About 20 small ops on N-vectors plus cross entropy's full-size ones.
 
     ``tau = a p + b`` is evaluated directly from ``p = exp(log p)``, in the model's precision,
     with the same intervals as :func:`~lfs.search_space.tau_transform` (see :func:`_thresholds`).
     Where p underflows (float32: log p < -87) a p is below 1e-38, negligible next to any bias
     b != 0 a policy sample has; a zero bias (``tau = a p``, the identity included) takes
     ``log a + log p`` instead, so the identity is exactly cross entropy at any p, as the
-    log-space :func:`log_tau` (kept as the reference) is.
+    log-space :func:`log_tau` (kept as the reference) is. (A log p of -inf, which only infinite
+    logits give, makes the loss NaN, a failed sample, where b = 0 does not hold.)
     """
     M = theta.shape[-1] // 4
     tgt = target.unsqueeze(-1)
     cos_y = cos.gather(-1, tgt)
-    # t acts in the model's precision (theta is usually a float64 policy sample)
-    th = theta.to(cos.dtype)
-    a_t, b_t = _take_pair(th, _interval(cos_y, M, T_DOMAIN), 0)
+    # t acts in the model's precision (theta is usually a float64 policy sample); tau in float32 at
+    # least (float16 p underflows at 6e-8)
+    half = cos.dtype in (torch.float16, torch.bfloat16)
+    (a_t_tab, b_t_tab, A_tab, B_tab, C_tab), tau_positive = _tables(theta, cos.dtype,
+                                                                    torch.float32 if half else cos.dtype, cos.device)
+    a_t, b_t = _take(_interval(cos_y, M, T_DOMAIN), a_t_tab, b_t_tab)
     t_y = torch.addcmul(b_t, a_t, cos_y)
     # the logits scale * cos with the target entry scale_y * t(cos_y), bit for bit as the product
     z = cos.scatter(-1, tgt, t_y)
-    if not isinstance(scale, Tensor) or _broadcasts_into(scale.shape, z.shape):
+    if not isinstance(scale, Tensor):
+        z.mul_(_const(scale, z.dtype, z.device))
+    elif _broadcasts_into(scale.shape, z.shape):
         z.mul_(scale)
     else:  # a scale with more leading dims than cos
         z = z * scale
@@ -239,21 +311,22 @@ def _forward(cos, scale, target, theta, reduction, invalid_tau, tau_floor):
     lp = ls.gather(-1, tgt)  # log p
     p = lp.exp()
     idx = _interval(p, M, TAU_DOMAIN)  # the interval of p in the model's precision, as tau_transform
-    if lp.dtype in (torch.float16, torch.bfloat16):  # tau in float32 at least (float16 p underflows at 6e-8)
-        lp, th = lp.float(), theta.float()
+    if half:
+        lp = lp.float()
         p = lp.exp()
-    a, b = _take_pair(th, idx, 2 * M)
-    bn = b != 0
-    te = torch.where(bn, torch.addcmul(b, a, p), a)  # tau, or a where tau = a p: tau > 0 iff te > 0
-    lt = lp.masked_fill(bn, 0.0).add_(te.log())  # log tau
-    invalid = te <= 0  # False for NaN: a NaN log p (a diverged model) stays NaN
-    g = (lp - lt).exp_().mul_(a).masked_fill_(invalid, 0.0)  # a p / tau
-    lt.masked_fill_(invalid, math.log(tau_floor) if invalid_tau == "ignore" else math.nan)
-    loss = lt.squeeze(-1)
+    A, B, C = _take(idx, A_tab, B_tab, C_tab)
+    te = torch.addcmul(B, A, p)  # tau, or a where tau = a p (b = 0): tau > 0 iff te > 0
+    lt = te.log().addcmul_(C, lp)  # log tau
+    g = torch.addcdiv(C, A * p, te)  # a p / tau (1 where b = 0)
+    if not tau_positive:  # (constants as cached 0-d tensors: a Python number costs a conversion per op)
+        zero = _const(0.0, te.dtype, te.device)
+        invalid = torch.le(te, zero)  # False for NaN: a NaN log p (a diverged model) stays NaN
+        g.masked_fill_(invalid, zero)
+        lt.masked_fill_(invalid, _const(math.log(tau_floor) if invalid_tau == "ignore" else math.nan, te.dtype, te.device))
     if reduction == "none":
-        loss = loss.neg()
+        loss = lt.squeeze(-1).neg()
     else:
-        loss = loss.sum(-1).mul_(-1.0 / loss.shape[-1] if reduction == "mean" else -1.0)
+        loss = lt.sum((-2, -1)).mul_(_const(-1.0 / lt.shape[-2] if reduction == "mean" else -1.0, te.dtype, te.device))
     if loss.dtype != cos.dtype:
         loss = loss.to(cos.dtype)
     return loss, ls, g, a_t, t_y
@@ -327,7 +400,7 @@ class _AMLFSLoss(torch.autograd.Function):
             # the common case: everything but dL/dloss folded into one coefficient per row,
             # -dL/d(log p) = -g * scale (/ N): the backward is then cross entropy's
             sign = -1.0 / ls.shape[-2] if reduction == "mean" else -1.0
-            k = g * (sign * scale) if scalar else (g * scale).mul_(sign)
+            k = g.mul_(_const(sign * scale, g.dtype, g.device)) if scalar else g.mul_(scale).mul_(_const(sign, g.dtype, g.device))
             ctx.fast = True
             ctx.save_for_backward(ls, k.to(ls.dtype), a_t, target)
         elif isinstance(scale, Tensor):
@@ -419,7 +492,7 @@ def am_lfs_loss_autograd(cos, target, theta, scale=1.0, reduction="mean", invali
     in log space by :func:`log_tau`). Slower (3-7x cross entropy, see ``benchmarks/perf``) but
     differentiable any number of times and in theta: :func:`am_lfs_loss` uses it when theta
     requires a gradient; use it directly for second derivatives. The tests' reference."""
-    theta = theta.to(cos.dtype)  # a float64 policy sample acts in the model's precision
+    theta = theta.to(device=cos.device, dtype=cos.dtype)  # a float64 policy sample acts in the model's precision
     nll = margin_cross_entropy(cos, target, scale, lambda cos_y: t_transform(cos_y, theta), reduction="none")
     loss = -log_tau(-nll, theta, invalid_tau=invalid_tau, tau_floor=tau_floor)
     return reduce_loss(loss, reduction)
@@ -467,4 +540,6 @@ def am_lfs_loss(
         scale = float(scale)
     if torch._C._are_functorch_transforms_active():
         return _AMLFSLossT.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))[0]
+    if isinstance(scale, Tensor) and scale.ndim == 0 and not scale.requires_grad and scale.device.type == "cpu":
+        scale = float(scale)  # exactly its value; fewer ops as a (cached) constant
     return _AMLFSLoss.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))

@@ -328,3 +328,75 @@ def test_bucketize_thresholds_reproduce_the_arithmetic_interval_index(dtype, M):
         if near:
             x = torch.cat([x, torch.stack(near)])
         assert torch.equal(torch.bucketize(x, thr, right=True), interval_index(x, M, domain))
+
+
+def test_fast_loss_zero_bias_intervals_and_in_place_theta_change():
+    """Intervals with b_tau = 0 (tau = a p) take log a + log p; a theta changed in place between
+    calls (its per-interval tables are kept per tensor) gives the changed loss."""
+    cos, target, theta, _ = _case(40, 6, "number", 0.1, 6)
+    M = 6
+    theta[3 * M::2] = 0.0  # every other tau interval without bias
+    theta[2 * M:3 * M] = torch.linspace(0.5, 1.5, M, dtype=theta.dtype)
+    for _ in range(2):
+        out = []
+        for fn in (am_lfs_loss, am_lfs_loss_autograd):
+            c = cos.clone().requires_grad_(True)
+            loss = fn(c, target, theta, 4.0, reduction="none")
+            loss.sum().backward()
+            out.append((loss.detach(), c.grad))
+        torch.testing.assert_close(out[0][0], out[1][0], rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(out[0][1], out[1][1], rtol=1e-8, atol=1e-10)
+        theta.mul_(1.1)  # in place: the next pass must see it
+
+
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_fast_loss_half_precision_follows_float32(dtype):
+    """Half-precision cosines: t in the model's precision, tau in float32 (as the autograd path
+    computes it from the same half-precision log p)."""
+    cos, target, theta, _ = _case(32, 10, "number", 0.2, 7, dtype=torch.float32)
+    ch = cos.to(dtype)
+    out = []
+    for fn in (am_lfs_loss, am_lfs_loss_autograd):
+        c = ch.clone().requires_grad_(True)
+        loss = fn(c, target, theta, 8.0, reduction="none")
+        loss.float().sum().backward()
+        out.append((loss.detach().float(), c.grad.float()))
+    assert out[0][0].dtype == torch.float32 and torch.isfinite(out[0][0]).all()
+    torch.testing.assert_close(out[0][0], out[1][0], rtol=3e-2, atol=3e-2)
+    torch.testing.assert_close(out[0][1], out[1][1], rtol=5e-2, atol=5e-3)
+
+
+def test_tau_positive_decides_when_the_loss_may_skip_masking():
+    """Masking invalid tau is skipped only for a theta whose tau is safely > 0 on all of [0, 1]."""
+    from lfs.loss import _tau_positive
+
+    M = 6
+    ident = lfs.identity_theta(M, dtype=torch.float64)
+    assert _tau_positive(ident)  # tau = p: b = 0 < a
+    th = ident.clone()
+    th[3 * M] = -0.01  # tau(0) < 0 in the first interval
+    assert not _tau_positive(th)
+    th = ident.clone()
+    th[2 * M + 2], th[3 * M + 2] = 1.0, -2 / M + 1e-9  # positive on interval 2, by less than the margin
+    assert not _tau_positive(th)
+    th[3 * M + 2] = -2 / M + 0.01  # now by a margin
+    assert _tau_positive(th)
+    # and the loss with such a theta still equals the reference
+    cos, target, _, _ = _case(50, 4, "number", 0.0, 8)
+    torch.testing.assert_close(am_lfs_loss(cos, target, th, 3.0, reduction="none"),
+                               am_lfs_loss_autograd(cos, target, th, 3.0, reduction="none"), rtol=1e-9, atol=1e-9)
+
+
+def test_fast_loss_under_torch_compile_equals_eager():
+    """Traced by torch.compile (its caches bypassed while compiling), called twice (the second
+    time from the compiled graph): the same loss and gradient as eager."""
+    cos, target, theta, _ = _case(12, 5, "number", 0.05, 9, dtype=torch.float32)
+    compiled = torch.compile(lambda c: am_lfs_loss(c, target, theta, 3.0), backend="eager")
+    c = cos.clone().requires_grad_(True)
+    am_lfs_loss(c, target, theta, 3.0).backward()
+    for _ in range(2):
+        x = cos.clone().requires_grad_(True)
+        loss = compiled(x)
+        loss.backward()
+        torch.testing.assert_close(loss, am_lfs_loss(cos, target, theta, 3.0))
+        torch.testing.assert_close(x.grad, c.grad)

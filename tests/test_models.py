@@ -264,6 +264,8 @@ def test_construction_is_deterministic_under_seed(name):
     ("cnn1d", {"bn": True}, (1, 40)),
     ("mlp", {"bn": True, "in_features": 20, "hidden": (32, 16)}, (20,)),
     ("cnn1d", {"bn": False}, (40,)),
+    ("cnn1d", {"bn": True, "conv": "matmul"}, (1, 40)),
+    ("cnn1d", {"bn": False, "conv": "matmul"}, (40,)),
     ("mlp", {"bn": True, "in_features": 20, "normalize": "both", "s": 10.0}, (20,)),
 ])
 def test_vmap_over_stacked_copies_matches_one_by_one(name, kw, shape):
@@ -314,3 +316,34 @@ def test_vmap_over_stacked_copies_matches_one_by_one(name, kw, shape):
         moved = [k for k, b in copies[0].named_buffers() if k.endswith("running_mean")]
         assert moved and all(not torch.equal(buffers[k][0], dict(copies[0].named_buffers())[k]) for k in moved)
         assert all(int(buffers[k].flatten()[0]) == 1 for k in buffers if k.endswith("num_batches_tracked"))
+
+
+# --- cnn1d: the matmul convolutions are the native ones -----------------------------------------
+
+@pytest.mark.parametrize("bn", [False, True])
+def test_cnn1d_matmul_convolutions_equal_native_outputs_and_gradients(bn):
+    """conv="matmul" (channels-last unfolded patches @ W) is nn.Conv1d's function with the same
+    parameters: same state_dict keys and init under one seed, same outputs, same gradients."""
+    torch.manual_seed(3)
+    native = build_model("cnn1d", 5, bn=bn, input_length=37, channels=6).train()
+    torch.manual_seed(3)
+    matmul = build_model("cnn1d", 5, bn=bn, input_length=37, channels=6, conv="matmul").train()
+    a, b = native.state_dict(), matmul.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    x = torch.randn(9, 1, 37, dtype=torch.float64)
+    native, matmul = native.double(), matmul.double()
+    outs = []
+    for m in (native, matmul):
+        cos, scale = m(x)
+        (cos * torch.arange(5.0, dtype=torch.float64)).sum().backward()
+        outs.append((cos.detach(), {k: p.grad for k, p in m.named_parameters()}, dict(m.named_buffers())))
+    torch.testing.assert_close(outs[0][0], outs[1][0], rtol=1e-12, atol=1e-12)
+    for k in outs[0][1]:
+        torch.testing.assert_close(outs[0][1][k], outs[1][1][k], rtol=1e-10, atol=1e-12)
+    for k in outs[0][2]:  # BatchNorm running statistics
+        torch.testing.assert_close(outs[0][2][k], outs[1][2][k])
+
+
+def test_cnn1d_rejects_an_unknown_conv():
+    with pytest.raises(ValueError, match="conv must be one of"):
+        build_model("cnn1d", 5, conv="fft")

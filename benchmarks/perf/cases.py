@@ -113,15 +113,20 @@ def sampled_theta(M: int = 6, seed: int = 0) -> torch.Tensor:
     return lfs.GaussianPolicy(M, 0.2).sample(1, torch.Generator().manual_seed(seed), constraint="positive")[0]
 
 
-def loss_pair(N: int, C: int, s: float, seed: int = 0) -> tuple[Callable, Callable]:
+def loss_pair(N: int, C: int, s: float, seed: int = 0,
+              device: str | torch.device | None = None) -> tuple[Callable, Callable, Callable]:
     """``lfs.am_lfs_loss`` forward + backward, ``F.cross_entropy`` forward + backward and
     ``lfs.loss.am_lfs_loss_autograd`` forward + backward on the same cosines (a leaf that requires
-    grad), scale and targets; a sampled theta."""
+    grad), scale and targets; a sampled theta. ``device``: where all of them live (drawn on the
+    CPU, then moved, so every device gets the same numbers; default: the CPU)."""
     g = torch.Generator().manual_seed(seed)
-    cos = (torch.rand(N, C, generator=g) * 2 - 1).requires_grad_(True)
+    cos = torch.rand(N, C, generator=g) * 2 - 1
     target = torch.randint(0, C, (N,), generator=g)
     theta = sampled_theta(seed=seed)
     scale = torch.full((), float(s))  # as a normalized head returns it
+    if device is not None:
+        cos, target, theta, scale = (t.to(device) for t in (cos, target, theta, scale))
+    cos.requires_grad_(True)
 
     def am_lfs():
         cos.grad = None
@@ -139,9 +144,10 @@ def loss_pair(N: int, C: int, s: float, seed: int = 0) -> tuple[Callable, Callab
 
 
 # ----------------------------------------------------------------------------------- tasks
-def mini_task(dataset: str, table: str = "cifar10"):
+def mini_task(dataset: str, table: str = "cifar10", overrides: tuple[str, ...] = ()):
     """The mini tier's task for ``dataset`` (its model, data, optimizer, schedule and the AM-LFS
-    loss), built as ``benchmarks/runner.py`` builds it. Returns ``(task, plain config)``."""
+    loss), built as ``benchmarks/runner.py`` builds it (plus Hydra ``overrides``, e.g.
+    ``model.kwargs.conv=native``). Returns ``(task, plain config)``."""
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
@@ -149,7 +155,8 @@ def mini_task(dataset: str, table: str = "cifar10"):
 
     with initialize_config_dir(config_dir=str(ROOT / "benchmarks" / "conf"), version_base="1.3"):
         # +table: the defaults list picks the table's sweep; the dataset's own config sets the task
-        cfg = compose(config_name="config", overrides=[f"+table={table}", f"dataset={dataset}", "tier=mini"])
+        cfg = compose(config_name="config", overrides=[f"+table={table}", f"dataset={dataset}", "tier=mini",
+                                                                *overrides])
     plain = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(0)
     data = runner.load_data(plain)
@@ -281,3 +288,32 @@ def _fmt(v) -> str:
     if isinstance(v, float):
         return f"{v:.6g}"
     return str(v)
+
+
+# ------------------------------------------------------------------------- GPU rows (gpu.py)
+#: ``results/perf/gpu.csv``: the columns of ``cpu.csv`` plus ``device`` (the accelerator by name,
+#: e.g. "NVIDIA H100 80GB HBM3 (cuda:0, CUDA 13.2, 79 GiB)", or "cpu"); ``cpu`` stays the host CPU.
+GPU_COLUMNS = COLUMNS[:COLUMNS.index("torch")] + ["device"] + COLUMNS[COLUMNS.index("torch"):]
+
+
+def write_rows_with(rows: list[dict], path: Path | str, columns: list[str]) -> Path:
+    """:func:`write_rows` with explicit ``columns`` (``gpu.py`` writes :data:`GPU_COLUMNS`): merge
+    ``rows`` into the CSV at ``path``, a row replacing the previous one of the same (name, case,
+    B, threads); columns an older file lacks are left empty."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    old: dict[tuple, dict] = {}
+    if path.exists():
+        with path.open(newline="") as f:
+            for r in csv.DictReader(f):
+                old[_key(r)] = {k: r.get(k) or "" for k in columns}
+    for r in rows:
+        old[_key(r)] = {k: _fmt(r.get(k)) for k in columns}
+    tmp = path.with_suffix(f".{os.getpid()}.tmp")
+    with tmp.open("w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        w.writeheader()
+        for r in sorted(old.values(), key=lambda r: (r["name"], r["case"], str(r["B"]), str(r["threads"]))):
+            w.writerow(r)
+    os.replace(tmp, path)
+    return path

@@ -52,12 +52,14 @@ def test_loss_vs_cross_entropy(benchmark, perf_rows, quick, threads, N, C, s):
     assert res.ratio > 0 and old.ratio > 0
 
 
-# model, dataset (None: synthetic), B, full-run epochs for the probe's amortization
-EXECUTOR_CASES = [("mlp", "digits", 32), ("cnn1d", "mnist1d", 32), ("resnet20", None, 8)]
+# case, dataset (None: synthetic ResNet-20), B, Hydra overrides. cnn1d is the mini tier's model
+# as configured (conv="matmul"); cnn1d_native is the same model with nn.Conv1d, for the record.
+EXECUTOR_CASES = [("mlp", "digits", 32, ()), ("cnn1d", "mnist1d", 32, ()),
+                  ("cnn1d_native", "mnist1d", 32, ("model.kwargs.conv=native",)), ("resnet20", None, 8, ())]
 
 
-@pytest.mark.parametrize("model,dataset,B", EXECUTOR_CASES, ids=[c[0] for c in EXECUTOR_CASES])
-def test_executors(benchmark, perf_rows, quick, threads, model, dataset, B):
+@pytest.mark.parametrize("model,dataset,B,overrides", EXECUTOR_CASES, ids=[c[0] for c in EXECUTOR_CASES])
+def test_executors(benchmark, perf_rows, quick, threads, model, dataset, B, overrides):
     """(c) vectorized / sequential epoch; (d) auto / the better of the two, and auto's probe."""
     torch.set_num_threads(threads)
     if quick:
@@ -66,8 +68,9 @@ def test_executors(benchmark, perf_rows, quick, threads, model, dataset, B):
         task, plain = cases.resnet20_task(batches=1, batch_size=8, val=8) if quick else cases.resnet20_task()
         what = "ResNet-20, 32x32 random images, 2 batches of 64" if not quick else "ResNet-20, tiny"
     else:
-        task, plain = cases.mini_task(dataset)
-        what = f"mini tier {dataset} task ({plain['model']['name']}, batch {plain['train']['batch_size']})"
+        task, plain = cases.mini_task(dataset, overrides=overrides)
+        kwargs = "".join(f", {k}={v}" for k, v in plain["model"]["kwargs"].items())
+        what = f"mini tier {dataset} task ({plain['model']['name']}{kwargs}, batch {plain['train']['batch_size']})"
     epochs = int(plain["train"]["epochs"])
     if quick:  # three minibatches per epoch
         from lfs.auto import _probe_task
