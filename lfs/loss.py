@@ -521,9 +521,9 @@ def am_lfs_loss(
     With ``theta = identity_theta(M)`` this equals ``F.cross_entropy(scale * cos, target)``.
 
     Speed: the gradient is computed in closed form by a custom autograd Function (vmappable, see
-    the module docstring): forward + backward costs about one cross entropy at (256, 10575) and
-    about three at (128, 10), where a handful of per-op overheads is all there is
-    (``benchmarks/perf``). First derivatives with respect to ``cos`` and ``scale``; a ``theta`` that
+    the module docstring): forward + backward costs less than one cross entropy at (256, 10575) and
+    less than three at (128, 10), where per-op overhead is all there is (measured:
+    ``results/perf/cpu.csv``). First derivatives with respect to ``cos`` and ``scale``; a ``theta`` that
     requires a gradient takes :func:`am_lfs_loss_autograd` instead; second derivatives
     (``create_graph=True``) raise, and forward-mode AD is not supported.
     """

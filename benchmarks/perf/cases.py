@@ -211,10 +211,14 @@ class ExecutorRounds:
     each, in an order that rotates between rounds. ``warmup()`` first (an untimed epoch each).
     ``runners["auto"].setup_s`` is auto's set-up, its probe included."""
 
-    def __init__(self, task, B: int, names=("sequential", "vectorized", "auto")):
+    def __init__(self, task, B: int, names=("sequential", "vectorized", "auto"), extra: dict | None = None):
+        """``extra``: more runners, by name: ``{name: (task, executor name)}`` (e.g. the sequential
+        executor on the same model with another implementation), timed in the same rounds."""
         th = thetas(B)
-        self.names = tuple(names)
-        self.runners = {n: EpochRunner(task, n, B, th) for n in self.names}
+        self.names = tuple(names) + tuple(extra or ())
+        self.runners = {n: EpochRunner(task, n, B, th) for n in names}
+        for n, (t, executor) in (extra or {}).items():
+            self.runners[n] = EpochRunner(t, executor, B, th)
         self.seconds: dict[str, list[float]] = {n: [] for n in self.names}
 
     def warmup(self) -> None:
