@@ -235,7 +235,7 @@ def _make_tables(theta: Tensor, dtype: torch.dtype, tau_dtype: torch.dtype, devi
     M = theta.shape[-1] // 4
     th = theta.to(device=device, dtype=dtype)  # (a CPU policy sample for a model on a GPU)
     a_t, b_t = (x.contiguous() for x in th.split(M, -1)[:2])
-    a, b = theta.to(device=device, dtype=tau_dtype).split(M, -1)[2:]
+    a, b = (th if tau_dtype == dtype else theta.to(device=device, dtype=tau_dtype)).split(M, -1)[2:]
     zero = b == 0
     return a_t, b_t, a.masked_fill(zero, 0.0), torch.where(zero, a, b), zero.to(tau_dtype)
 

@@ -10,8 +10,8 @@ the same load.
 from __future__ import annotations
 
 import csv
+import io
 import math
-import os
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -264,25 +264,27 @@ def _key(r: dict) -> tuple:
     return (r["name"], r["case"], str(r.get("B") or ""), str(r.get("threads") or ""))
 
 
-def write_rows(rows: list[dict], path: Path | str | None = None) -> Path:
-    """Merge ``rows`` into the CSV at ``path`` (default ``results/perf/cpu.csv``): a row replaces the
-    previous one of the same (name, case, B, threads); the others stay."""
+def write_rows(rows: list[dict], path: Path | str | None = None, columns: list[str] = COLUMNS) -> Path:
+    """Merge ``rows`` into the CSV at ``path`` (default ``results/perf/cpu.csv``) with ``columns``
+    (``gpu.py``: :data:`GPU_COLUMNS`): a row replaces the previous one of the same (name, case, B,
+    threads); the others stay (columns an older file lacks are left empty). Written atomically
+    (:func:`lfs.checkpoint.atomic_write`)."""
+    from lfs.checkpoint import atomic_write
+
     path = Path(path) if path is not None else RESULTS / "cpu.csv"
-    path.parent.mkdir(parents=True, exist_ok=True)
     old: dict[tuple, dict] = {}
     if path.exists():
         with path.open(newline="") as f:
             for r in csv.DictReader(f):
-                old[_key(r)] = r
+                old[_key(r)] = {k: r.get(k) or "" for k in columns}
     for r in rows:
-        old[_key(r)] = {k: _fmt(r.get(k)) for k in COLUMNS}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=COLUMNS, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(old.values(), key=lambda r: (r["name"], r["case"], str(r["B"]), str(r["threads"]))):
-            w.writerow(r)
-    os.replace(tmp, path)
+        old[_key(r)] = {k: _fmt(r.get(k)) for k in columns}
+    out = io.StringIO(newline="")
+    w = csv.DictWriter(out, fieldnames=columns, extrasaction="ignore")
+    w.writeheader()
+    for r in sorted(old.values(), key=lambda r: (r["name"], r["case"], str(r["B"]), str(r["threads"]))):
+        w.writerow(r)
+    atomic_write(path, out.getvalue().encode())
     return path
 
 
@@ -298,26 +300,3 @@ def _fmt(v) -> str:
 #: ``results/perf/gpu.csv``: the columns of ``cpu.csv`` plus ``device`` (the accelerator by name,
 #: e.g. "NVIDIA H100 80GB HBM3 (cuda:0, CUDA 13.2, 79 GiB)", or "cpu"); ``cpu`` stays the host CPU.
 GPU_COLUMNS = COLUMNS[:COLUMNS.index("torch")] + ["device"] + COLUMNS[COLUMNS.index("torch"):]
-
-
-def write_rows_with(rows: list[dict], path: Path | str, columns: list[str]) -> Path:
-    """:func:`write_rows` with explicit ``columns`` (``gpu.py`` writes :data:`GPU_COLUMNS`): merge
-    ``rows`` into the CSV at ``path``, a row replacing the previous one of the same (name, case,
-    B, threads); columns an older file lacks are left empty."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    old: dict[tuple, dict] = {}
-    if path.exists():
-        with path.open(newline="") as f:
-            for r in csv.DictReader(f):
-                old[_key(r)] = {k: r.get(k) or "" for k in columns}
-    for r in rows:
-        old[_key(r)] = {k: _fmt(r.get(k)) for k in columns}
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    with tmp.open("w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
-        w.writeheader()
-        for r in sorted(old.values(), key=lambda r: (r["name"], r["case"], str(r["B"]), str(r["threads"]))):
-            w.writerow(r)
-    os.replace(tmp, path)
-    return path

@@ -326,7 +326,7 @@ class Rows:
         return r
 
     def flush(self) -> None:
-        cases.write_rows_with(list(self.rows.values()), self.out, cases.GPU_COLUMNS)
+        cases.write_rows(list(self.rows.values()), self.out, cases.GPU_COLUMNS)
 
 
 def loss_section(rows: Rows, device, quick: bool, log) -> None:

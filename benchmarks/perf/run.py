@@ -49,29 +49,38 @@ MINI_DIR = "runs/perf-mini"
 MINI_CMD = "{python} benchmarks/run.py +table={table} results_dir=" + MINI_DIR + " progress=false"
 
 
+def time_tables(name: str, template: str, **fmt) -> tuple[list[dict], float, list[str]]:
+    """Run ``template`` (a ``benchmarks/run.py`` command with ``{python}`` and ``{table}``, and
+    ``fmt``'s fields) for every table, one after another, each a fresh process, as a user runs
+    them: ``(one "<name>_table" row per table, total seconds, failed tables)``."""
+    tables = sorted(p.stem for p in (ROOT / "benchmarks" / "conf" / "table").glob("*.yaml"))
+    rows, total, failed = [], 0.0, []
+    for table in tables:
+        cmd = template.format(python=Path(sys.executable).name, table=table, **fmt)
+        print(f"  {name} {table} ...", flush=True)
+        start = time.perf_counter()
+        proc = subprocess.run([sys.executable, *cmd.split()[1:]], cwd=ROOT, capture_output=True, text=True)
+        seconds = time.perf_counter() - start
+        total += seconds
+        ok = proc.returncode == 0
+        print(f"  {name} {table}: {seconds:.1f}s{'' if ok else ' FAILED'}", flush=True)
+        if not ok:
+            failed.append(table)
+            print(proc.stderr[-2000:], file=sys.stderr)
+        shown = template.format(python="python", table=table, **{k: f"${k.upper()}" for k in fmt})
+        rows.append(cases.row(f"{name}_tier_table", table, seconds, metric="seconds", threads=1, rounds=1,
+                              note=("" if ok else "FAILED: ") + shown))
+    return rows, total, failed
+
+
 def mini_tier() -> list[dict]:
     """Wall time of the whole mini tier: ``benchmarks/run.py +table=T`` for every table, one after
     another, each a fresh process, into ``runs/perf-mini`` (emptied first); then the regression
     check of those rows against the committed mini reference."""
     import shutil
 
-    tables = sorted(p.stem for p in (ROOT / "benchmarks" / "conf" / "table").glob("*.yaml"))
     shutil.rmtree(ROOT / MINI_DIR, ignore_errors=True)
-    rows, total, failed = [], 0.0, []
-    for table in tables:
-        cmd = MINI_CMD.format(python=Path(sys.executable).name, table=table)
-        print(f"  mini {table} ...", flush=True)
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, *cmd.split()[1:]], cwd=ROOT, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        total += seconds
-        ok = proc.returncode == 0
-        print(f"  mini {table}: {seconds:.1f}s{'' if ok else ' FAILED'}", flush=True)
-        if not ok:
-            failed.append(table)
-            print(proc.stderr[-2000:], file=sys.stderr)
-        rows.append(cases.row("mini_tier_table", table, seconds, metric="seconds", threads=1, rounds=1,
-                              note=("" if ok else "FAILED: ") + cmd.replace(str(Path(sys.executable).name), "python")))
+    rows, total, failed = time_tables("mini", MINI_CMD)
     target = cases.TARGETS["mini_tier_minutes"] * 60
     check = subprocess.run([sys.executable, "benchmarks/report.py", "--results", MINI_DIR, "--check"], cwd=ROOT,
                            capture_output=True, text=True)
@@ -80,7 +89,7 @@ def mini_tier() -> list[dict]:
     rows.append(cases.row("mini_tier_total", "all tables", total, "target", target, total / target, 1.0,
                           metric="seconds", threads=1, rounds=1,
                           meets=(total <= target) and not failed,
-                          note=f"measured: sum over {len(tables)} tables of: "
+                          note=f"measured: sum over {len(rows)} tables of: "
                                + MINI_CMD.format(python="python", table="<table>")
                                + (f"; FAILED: {', '.join(failed)}" if failed else "")
                                + f"; then report.py --results {MINI_DIR} --check: {summary[len('check: '):]}"))
@@ -99,21 +108,8 @@ def run_pytest(threads: str, extra: list[str]) -> int:
 def smoke_tier() -> list[dict]:
     """Wall time of ``benchmarks/run.py +table=T tier=smoke`` for every table, one after another,
     each a fresh process (as a user runs them), into a scratch folder."""
-    tables = sorted(p.stem for p in (ROOT / "benchmarks" / "conf" / "table").glob("*.yaml"))
-    rows, total = [], 0.0
     with tempfile.TemporaryDirectory(prefix="perf-smoke-") as tmp:
-        for table in tables:
-            cmd = SMOKE_CMD.format(python=Path(sys.executable).name, table=table, tmp=tmp)
-            start = time.perf_counter()
-            proc = subprocess.run([sys.executable, *cmd.split()[1:]], cwd=ROOT, capture_output=True, text=True)
-            seconds = time.perf_counter() - start
-            total += seconds
-            ok = proc.returncode == 0
-            print(f"  smoke {table}: {seconds:.1f}s{'' if ok else ' FAILED'}", flush=True)
-            if not ok:
-                print(proc.stderr[-2000:], file=sys.stderr)
-            rows.append(cases.row("smoke_tier_table", table, seconds, metric="seconds", threads=1,
-                                  note=("" if ok else "FAILED: ") + cmd.replace(tmp, "$TMP"), rounds=1))
+        rows, total, _ = time_tables("smoke", SMOKE_CMD, tmp=tmp)
     target = cases.TARGETS["smoke_tier_minutes"] * 60
     rows.append(cases.row("smoke_tier_total", "all tables", total, "target", target, total / target, 1.0, metric="seconds",
                           threads=1, rounds=1, note=f"sum over {len(rows)} tables of: " + SMOKE_CMD.format(
