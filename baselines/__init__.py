@@ -12,12 +12,12 @@ with AM-LFS. All functional forms run under ``torch.func.vmap``.
 - ``cosface``: :func:`cosface`, :class:`CosFaceLoss` (head ``"both"``)
 - ``arcface``: :func:`arcface`, :class:`ArcFaceLoss` (head ``"both"``)
 - ``focal``: :func:`focal`, :class:`FocalLoss` (head ``"none"``)
+- ``poly1``: :func:`poly1`, :class:`Poly1Loss` (head ``"none"``)
+- ``l2t_dlf``: :func:`~baselines.l2t_dlf.l2t_dlf` and its teacher (:class:`~baselines.l2t_dlf.L2TDLF`)
 
 Look losses up by name with :func:`get` / :func:`available` (and build the module form with
 :func:`create`).
 """
-import importlib.util
-
 from .registry import BaselineLoss, available, create, get, register
 from .cross_entropy import CrossEntropyLoss, cross_entropy
 from .l_softmax import LSoftmaxLoss, chebyshev_cos_multiple, l_softmax, psi
@@ -25,6 +25,8 @@ from .sphereface import SphereFaceLoss, sphereface, sphereface_lambda
 from .cosface import CosFaceLoss, cosface
 from .arcface import ArcFaceLoss, arcface
 from .focal import FocalLoss, focal
+from .poly import Poly1Loss, poly1
+from . import l2t_dlf  # noqa: F401  (registers "l2t_dlf")
 
 __all__ = [
     "BaselineLoss", "available", "create", "get", "register",
@@ -34,10 +36,6 @@ __all__ = [
     "cosface", "CosFaceLoss",
     "arcface", "ArcFaceLoss",
     "focal", "FocalLoss",
+    "poly1", "Poly1Loss",
+    "l2t_dlf",
 ]
-
-# L2T-DLF lives in its own file (written separately); it registers itself as "l2t_dlf" on import.
-if importlib.util.find_spec(f"{__name__}.l2t_dlf") is not None:
-    from . import l2t_dlf  # noqa: F401
-
-    __all__.append("l2t_dlf")

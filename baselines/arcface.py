@@ -68,7 +68,12 @@ def arcface(cos: Tensor, target: Tensor, scale=64.0, m: float = 0.5, easy_margin
                                 reduction)
 
 
-@register("arcface", fn=arcface,
+def _arcface_t(m: float = 0.5, easy_margin: bool = False):
+    """t = :func:`arcface_target_cosine`, the fallback included (what training uses)."""
+    return (lambda x: arcface_target_cosine(x, m, easy_margin)), None
+
+
+@register("arcface", fn=arcface, transform=_arcface_t,
           reference="Deng, Guo, Xue, Zafeiriou. ArcFace: Additive Angular Margin Loss for Deep Face "
                     "Recognition. CVPR 2019, arXiv:1801.07698")
 class ArcFaceLoss(HeadLoss):

@@ -26,7 +26,12 @@ def cosface(cos: Tensor, target: Tensor, scale=64.0, m: float = 0.35, reduction:
     return margin_cross_entropy(cos, target, scale, lambda cos_y: cos_y - m, reduction)
 
 
-@register("cosface", fn=cosface,
+def _cosface_t(m: float = 0.35):
+    """t(x) = x - m (Table 1 of AM-LFS)."""
+    return (lambda x: x - m), None
+
+
+@register("cosface", fn=cosface, transform=_cosface_t,
           reference="Wang et al. CosFace: Large Margin Cosine Loss for Deep Face Recognition. "
                     "CVPR 2018, arXiv:1801.09414")
 class CosFaceLoss(HeadLoss):

@@ -26,7 +26,8 @@ def cross_entropy(cos: Tensor, target: Tensor, scale=1.0, reduction: str = "mean
     return reduce_loss(F.cross_entropy(logits, target, reduction="none"), reduction)
 
 
-@register("cross_entropy", fn=cross_entropy, reference="softmax cross entropy (the plain classification loss)")
+@register("cross_entropy", fn=cross_entropy, transform=lambda: (None, None),
+          reference="softmax cross entropy (the plain classification loss)")
 class CrossEntropyLoss(HeadLoss):
     """Cross entropy with its own class weights; by default an unnormalized linear head
     (``normalize="none"``, logits ``W x``)."""

@@ -46,7 +46,14 @@ def focal(cos: Tensor, target: Tensor, scale=1.0, gamma: float = 2.0, alpha=None
     return reduce_loss(loss, reduction)
 
 
-@register("focal", fn=focal,
+def _focal_tau(gamma: float = 2.0, alpha=None):
+    """tau(p) = p^((1-p)^gamma), so that -log tau(p) = -(1-p)^gamma log p (alpha = None)."""
+    if alpha is not None:
+        raise ValueError("focal loss with alpha has no (t, tau) form")
+    return None, (lambda p: p.clamp_min(1e-300) ** ((1.0 - p) ** gamma))
+
+
+@register("focal", fn=focal, transform=_focal_tau,
           reference="Lin, Goyal, Girshick, He, Dollar. Focal Loss for Dense Object Detection. "
                     "ICCV 2017, arXiv:1708.02002")
 class FocalLoss(HeadLoss):

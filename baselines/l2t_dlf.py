@@ -411,17 +411,6 @@ class L2TDLF:
                 "teacher_grad_norm": float(grad_norm), "b": float(b_used),
                 "W_diag_mean": float(diag(W_used).mean())}
 
-    # ---- checkpointing ----------------------------------------------------------------------
-    def state_dict(self) -> dict:
-        return {"teacher": self.teacher.state_dict(), "optimizer": self.optimizer.state_dict(),
-                "state": dict(self.state), "seen": sorted(self._seen)}
-
-    def load_state_dict(self, sd: dict) -> None:
-        self.teacher.load_state_dict(sd["teacher"])
-        self.optimizer.load_state_dict(sd["optimizer"])
-        self.state = dict(sd["state"])
-        self._seen = set(sd["seen"])
-
 
 # --------------------------------------------------------------------------------------------
 # The module form

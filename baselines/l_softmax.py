@@ -97,7 +97,12 @@ def l_softmax(cos: Tensor, target: Tensor, scale=1.0, m: int = 4, lambda_=0.0,
     return psi_margin_loss(cos, target, scale, m, lambda_, reduction)
 
 
-@register("l_softmax", fn=l_softmax,
+def _l_softmax_t(m: int = 4, lambda_: float = 0.0):
+    """t(x) = (lambda x + psi(x)) / (1 + lambda)."""
+    return (lambda x: (lambda_ * x + psi(x, m)) / (1.0 + lambda_)), None
+
+
+@register("l_softmax", fn=l_softmax, transform=_l_softmax_t,
           reference="Liu, Wen, Yu, Yang. Large-Margin Softmax Loss for Convolutional Neural Networks. "
                     "ICML 2016, arXiv:1612.02295")
 class LSoftmaxLoss(HeadLoss):

@@ -25,6 +25,8 @@ from typing import Any, Callable
 
 import torch.nn as nn
 
+from lfs.fit import identity as _identity
+
 _REGISTRY: dict[str, "BaselineLoss"] = {}
 
 # Parameters of a functional form that are data or plumbing, not hyper-parameters.
@@ -45,6 +47,37 @@ class BaselineLoss:
     defaults: dict = field(hash=False)
     description: str
     reference: str
+    training: Callable[..., Any] | None = None
+    transform: Callable[..., Any] | None = None
+
+    def transforms(self, **kwargs) -> tuple[Callable, Callable]:
+        """The loss in AM-LFS's unified form ``-log tau(p_y^t)`` (Eq. 4-6, 16): ``(t, tau)`` with
+        hyper-parameters ``kwargs`` (default: the functional form's), identity where the loss
+        does not change that part. Figure 1 fits the search space to these. ``ValueError`` for a
+        loss without such a form."""
+        if self.transform is None:
+            raise ValueError(f"baseline loss {self.name!r} has no (t, tau) form")
+        t, tau = self.transform(**kwargs)
+        return (t or _identity), (tau or _identity)
+
+    def training_loss(self, **kwargs) -> Callable[..., Any]:
+        """The loss that trains one model, ``loss(cos, target, scale)``, with hyper-parameters
+        ``kwargs``: the functional form with them bound, or, for a loss whose form changes during
+        training (SphereFace's annealed lambda), a fresh stateful callable from ``training``."""
+        if self.training is not None:
+            return self.training(**kwargs)
+        if self.fn is None:
+            raise ValueError(f"baseline loss {self.name!r} has no functional form")
+        unknown = sorted(set(kwargs) - set(self.defaults) - {"scale"})
+        if unknown:
+            raise ValueError(f"baseline loss {self.name!r} has no hyper-parameter {unknown[0]!r}; "
+                             f"it has: {', '.join(k for k in self.defaults if k != 'scale') or 'none'}")
+        fn = self.fn
+
+        def loss(cos, target, scale):
+            return fn(cos, target, scale=scale, **kwargs)
+
+        return loss
 
     def create(self, in_features: int, num_classes: int, **kwargs) -> nn.Module:
         """An instance of the module form: ``module(in_features, num_classes, **kwargs)``."""
@@ -70,12 +103,15 @@ def _first_doc_paragraph(*objs) -> str:
 
 
 def register(name: str, obj=None, *, fn: Callable[..., Any] | None = None, module: type[nn.Module] | None = None,
-             defaults: dict | None = None, description: str | None = None, reference: str = ""):
+             defaults: dict | None = None, description: str | None = None, reference: str = "",
+             training: Callable[..., Any] | None = None, transform: Callable[..., Any] | None = None):
     """Decorator registering a baseline loss under ``name``; ``register(name, obj, ...)``
     registers ``obj`` at once (and returns it).
 
     Decorating a class (an ``nn.Module`` subclass) sets the module form, decorating anything else
-    sets the functional form; the other form can be passed as ``fn=`` / ``module=``.
+    sets the functional form; the other form can be passed as ``fn=`` / ``module=``. ``training``:
+    a factory of a stateful training loss (see :meth:`BaselineLoss.training_loss`); ``transform``:
+    ``(**hyper-parameters) -> (t, tau)`` (None for an identity part), see :meth:`BaselineLoss.transforms`.
     ``description`` defaults to the first paragraph of the functional's (else the module's) docstring.
     Registering a name twice raises ``ValueError``, except for re-registering the same objects
     (e.g. when a loss file is reloaded), which replaces the entry.
@@ -96,6 +132,8 @@ def register(name: str, obj=None, *, fn: Callable[..., Any] | None = None, modul
             defaults=dict(defaults) if defaults is not None else _signature_defaults(the_fn),
             description=description if description is not None else _first_doc_paragraph(the_fn, the_module),
             reference=reference,
+            training=training,
+            transform=transform,
         )
         old = _REGISTRY.get(name)
         if old is not None and not _same_objects(old, entry):

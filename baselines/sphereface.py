@@ -18,10 +18,10 @@ from torch import Tensor
 
 from lfs.heads import HeadLoss
 
-from .l_softmax import _check_m, psi_margin_loss
+from .l_softmax import _check_m, psi, psi_margin_loss
 from .registry import register
 
-__all__ = ["sphereface", "sphereface_lambda", "SphereFaceLoss"]
+__all__ = ["sphereface", "sphereface_lambda", "SphereFaceLoss", "AnnealedSphereFace"]
 
 
 def sphereface_lambda(iteration, base: float = 1000.0, gamma: float = 0.12, power: float = 1.0,
@@ -48,7 +48,28 @@ def sphereface(cos: Tensor, target: Tensor, scale=1.0, m: int = 4, lambda_=0.0,
     return psi_margin_loss(cos, target, scale, m, lambda_, reduction)
 
 
-@register("sphereface", fn=sphereface,
+class AnnealedSphereFace:
+    """The functional form with lambda annealed per call (one call = one training step), the way
+    one model is trained with SphereFace: ``loss(cos, target, scale)``, lambda from
+    :func:`sphereface_lambda` of the number of calls so far (the module form counts the same way)."""
+
+    def __init__(self, m: int = 4, base: float = 1000.0, gamma: float = 0.12, power: float = 1.0,
+                 lambda_min: float = 5.0):
+        self.m, self.schedule = _check_m(m), dict(base=base, gamma=gamma, power=power, lambda_min=lambda_min)
+        self.iteration = 0
+
+    def __call__(self, cos: Tensor, target: Tensor, scale) -> Tensor:
+        lam = sphereface_lambda(self.iteration, **self.schedule)
+        self.iteration += 1
+        return sphereface(cos, target, scale, self.m, lambda_=lam)
+
+
+def _sphereface_t(m: int = 4, lambda_: float = 0.0):
+    """t(x) = (lambda x + psi(x)) / (1 + lambda), psi of :func:`baselines.l_softmax.psi`."""
+    return (lambda x: (lambda_ * x + psi(x, m)) / (1.0 + lambda_)), None
+
+
+@register("sphereface", fn=sphereface, training=AnnealedSphereFace, transform=_sphereface_t,
           reference="Liu, Wen, Yu, Li, Raj, Song. SphereFace: Deep Hypersphere Embedding for Face "
                     "Recognition. CVPR 2017, arXiv:1704.08063")
 class SphereFaceLoss(HeadLoss):

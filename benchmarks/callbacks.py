@@ -21,7 +21,7 @@ class ReportCallback(Callback):
 
         from omegaconf import OmegaConf
 
-        from benchmarks.runner import validate
+        from benchmarks.config import validate
 
         try:
             keys = [k for k in config if k != "hydra"]  # hydra.* needs job values not known yet

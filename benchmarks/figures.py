@@ -24,7 +24,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 import lfs  # noqa: E402
-from lfs.fit import KNOWN_LOSSES, fit_known_loss, loss_curve  # noqa: E402
+from lfs.fit import curve_kind, fit_theta, loss_curve  # noqa: E402
+from benchmarks.runner import fit_spec  # noqa: E402
 
 
 def _save(fig, path: Path) -> Path:
@@ -42,17 +43,18 @@ def figure1(rows: list[dict], out: Path) -> Path | None:
     M = 6 if 6 in Ms else Ms[0]
     errors = {r["method"]: r["metrics"]["approx_error"] for r in rows
               if r["table"] == "figure1" and r["setting"].get("M") == M}
-    names = [n for n in KNOWN_LOSSES if n in errors]
+    order = ("cross_entropy", "sphereface", "cosface", "arcface", "focal")  # the paper's panel order
+    names = sorted(errors, key=lambda n: (order.index(n) if n in order else len(order), n))
     fig, axes = plt.subplots(1, len(names), figsize=(3.2 * len(names), 3.0))
     for ax, name in zip(axes if len(names) > 1 else [axes], names):
-        method = "interpolate" if name == "focal" else "lstsq"
-        x, exact = loss_curve(name)
-        _, fitted = loss_curve(name, fit_known_loss(name, M, method))
+        t, tau, method = fit_spec(name)
+        x, exact = loss_curve(t, tau)
+        _, fitted = loss_curve(t, tau, fit_theta(t, tau, M, method))
         ax.plot(x, exact, "-", label="loss")
         ax.plot(x, fitted, ":", lw=2, label=f"search space, M={M}")
         ax.set_yscale("log")
         ax.set_title(f"{name}\nerror {errors[name]:.3f}", fontsize=9)
-        ax.set_xlabel("target probability p" if name == "focal" else "target cosine")
+        ax.set_xlabel("target probability p" if curve_kind(t, tau) == "tau" else "target cosine")
     axes_list = axes if len(names) > 1 else [axes]
     axes_list[0].set_ylabel("loss (log scale)")
     axes_list[0].legend(fontsize=7)
@@ -69,15 +71,21 @@ def _histories(rows: list[dict], method: str = "learn"):
             yield r, json.loads(hist.read_text())
 
 
+def searcher_record(epoch: dict) -> dict:
+    """The Gaussian searcher's record of one epoch (``mu``, ``mu_next``, ...): an epoch record's
+    ``searcher`` entry (rows written before loss families kept them at the top level)."""
+    return epoch.get("searcher", epoch)
+
+
 def figure3(rows: list[dict], out: Path) -> list[Path]:
     written = []
     by_dataset = defaultdict(list)
     for r, hist in _histories(rows):
-        if r["table"] in ("cifar10", "market1501", "dukemtmc", "megaface") and hist and hist[0].get("mu"):
+        if r["table"] in ("cifar10", "market1501", "dukemtmc", "megaface") and hist and searcher_record(hist[0]).get("mu"):
             by_dataset[(r["table"], r["dataset"])].append((r, hist))
     for (table, dataset), runs in sorted(by_dataset.items()):
         r, hist = sorted(runs, key=lambda rh: (rh[0]["seed"], str(rh[0]["setting"])))[0]
-        mu = torch.tensor([h["mu"] for h in hist] + [hist[-1]["mu_next"]])
+        mu = torch.tensor([searcher_record(h)["mu"] for h in hist] + [searcher_record(hist[-1])["mu_next"]])
         M = mu.shape[1] // 4
         fig, axes = plt.subplots(1, 4, figsize=(13, 3))
         for k, (ax, title) in enumerate(zip(axes, ["a_t (slopes of t)", "b_t", "a_tau (slopes of tau)", "b_tau"])):
@@ -129,7 +137,7 @@ def figure4(rows: list[dict], out: Path) -> list[Path]:
 
 
 def ablation(rows: list[dict], out: Path, table: str, knob: str, metric: str = "mAP") -> Path | None:
-    from benchmarks.report import summarize
+    from benchmarks.stats import summarize
 
     pts = defaultdict(list)
     for r in rows:

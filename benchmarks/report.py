@@ -33,6 +33,7 @@ if __package__ in (None, ""):
 import yaml
 
 from benchmarks.results import load_rows, setting_key
+from benchmarks.stats import summarize, t95  # noqa: F401  (t95: re-exported)
 
 HERE = Path(__file__).resolve().parent
 PUBLISHED = HERE / "published.yaml"
@@ -42,30 +43,6 @@ MINI_ABS_TOLERANCE = 1.0  # percentage points (metrics are in %)
 LOWER_IS_BETTER = {"top1_error", "approx_error"}
 TABLE_ORDER = ("cifar10", "megaface", "market1501", "dukemtmc", "ablation_b", "ablation_m", "ablation_search",
                "ablation_sigma", "figure1")
-FULL_DATASET_OF = {"cifar10": "cifar10", "megaface": "megaface", "market1501": "market1501",
-                   "dukemtmc": "dukemtmc"}
-
-
-# --------------------------------------------------------------------------- statistics
-_T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228,
-        12: 2.179, 15: 2.131, 20: 2.086, 30: 2.042}
-
-
-def t95(df: int) -> float:
-    """Two-sided 95 % Student t quantile (table; the next smaller tabulated df is used)."""
-    if df <= 0:
-        return math.nan
-    if df > 30:
-        return 1.96
-    return _T95[max(k for k in _T95 if k <= df)]
-
-
-def summarize(values: list[float]) -> dict:
-    n = len(values)
-    mean = sum(values) / n
-    std = math.sqrt(sum((v - mean) ** 2 for v in values) / (n - 1)) if n > 1 else math.nan
-    half = t95(n - 1) * std / math.sqrt(n) if n > 1 else math.nan
-    return {"n": n, "mean": mean, "std": std, "ci95_low": mean - half, "ci95_high": mean + half}
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -81,17 +58,18 @@ def aggregate(rows: list[dict]) -> dict:
 
 # ---------------------------------------------------------------------------- published
 def published_cells() -> list[dict]:
-    """Flat list of published cells: table, dataset, method, setting_key, metric, value."""
+    """Flat list of published cells: table, dataset, method, setting_key, metric, value, source."""
     doc = yaml.safe_load(PUBLISHED.read_text())
     out = []
     for table, spec in doc["tables"].items():
         for cell in spec["cells"]:
             dataset = cell.get("dataset", spec.get("dataset"))
             for metric, value in cell.items():
-                if metric in ("method", "setting", "dataset"):
+                if metric in ("method", "setting", "dataset", "source"):
                     continue
                 out.append({"table": table, "dataset": dataset, "method": cell["method"],
-                            "setting": setting_key(cell.get("setting") or {}), "metric": metric, "value": float(value)})
+                            "setting": setting_key(cell.get("setting") or {}), "metric": metric, "value": float(value),
+                            "source": cell.get("source", doc["source"])})
     return out
 
 
@@ -130,9 +108,13 @@ def write_table(tier: str, table: str, agg: dict, out_dir: Path) -> tuple[Path, 
         s = agg[k]
         # full tier: the published cell of the same dataset; other tiers: the paper's full-scale
         # cell of the same method/setting/metric (first dataset of the table) for comparison of gains
-        p = next((c["value"] for c in pub if c["method"] == method and c["setting"] == setting
-                  and c["metric"] == metric and (c["dataset"] == dataset if tier == "full"
-                                                 else c["dataset"] == pub[0]["dataset"])), None)
+        # (mini: the table's first dataset's cell, else another dataset's, e.g. a second paper's)
+        same = [c for c in pub if c["method"] == method and c["setting"] == setting and c["metric"] == metric]
+        if tier == "full":
+            same = [c for c in same if c["dataset"] == dataset]
+        else:
+            same.sort(key=lambda c: c["dataset"] != pub[0]["dataset"])
+        p = same[0]["value"] if same else None
         seen.add((dataset, method, setting, metric))
         lines.append(",".join(map(str, [tier, table, dataset, method, setting, metric, s["n"], f"{s['mean']:.6g}",
                                         f"{s['std']:.6g}", f"{s['ci95_low']:.6g}", f"{s['ci95_high']:.6g}",

@@ -18,7 +18,8 @@ import hydra
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks import results, runner
+from benchmarks import methods, results, runner
+from benchmarks.config import ConfigError, row_setting, validate
 from benchmarks.callbacks import JobError
 from benchmarks.data import DatasetError
 from lfs import SearchFailed
@@ -42,50 +43,27 @@ def check_table_argument(argv: list[str]) -> None:
                 sys.exit(f"error: unknown table {name!r} (+table=...); available: {', '.join(tables())}")
 
 
-# Overrides that do not change what a run computes, or that are already part of a row's identity.
-IDENTITY_FREE = {"table", "tier", "dataset", "method", "seed", "results_dir", "force", "progress", "threads",
-                 "cache_dir", "checkpoint", "workers", "device", "search.executor", "dataset.root",
-                 "dataset.megaface.root", "dataset.megaface.templatelists", "dataset.megaface.probe_list",
-                 "dataset.megaface.distractor_list", "dataset.megaface.facescrub_images",
-                 "dataset.megaface.megaface_images", "dataset.megaface.megaface_noises",
-                 "dataset.megaface.facescrub_noises", "dataset.megaface.check_images", "dataset.megaface.batch_size",
-                 "dataset.megaface.score_batch", "dataset.megaface.features_out"}
-
-
-def row_setting(setting: dict, overrides: list[str]) -> dict:
-    """The table's swept knobs plus every other override that changes the computation (e.g.
-    ``search.sigma_is=std``), so that variants of a table never share a result row."""
-    out = dict(setting)
-    for o in overrides:
-        key, _, value = o.lstrip("+~").partition("=")
-        if key.startswith(("hydra.", "hydra/")) or key in IDENTITY_FREE or key in setting or not value:
-            continue
-        if key in ("noise", "search.B", "search.M", "search.sigma_is") and key.split(".")[-1] in setting:
-            continue
-        out[key] = value
-    return out
-
-
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
 def main(cfg: DictConfig) -> None:
     if cfg.get("table") is None:
         sys.exit(f"error: no table given: use +table=<name>; available: {', '.join(tables())}")
     try:
         plain = OmegaConf.to_container(cfg, resolve=True)
-        runner.validate(plain)
+        validate(plain)
     except Exception as e:  # noqa: BLE001 - every config error ends the same way: one line, exit 2
         print(f"error: {e}", file=sys.stderr)
         sys.exit(2)
-    dataset = "none" if plain["table"] == "figure1" else plain["dataset"]["name"]
+    dataset = plain["dataset"]["name"] if plain.get("job", "train") == "train" else "none"
     overrides = list(HydraConfig.get().overrides.task)
+    raw_setting = OmegaConf.to_container(cfg.setting, resolve=False)
     ident = dict(table=plain["table"], tier=plain["tier"]["name"], dataset=dataset, method=plain["method"],
-                 setting=row_setting(plain["setting"], overrides), seed=plain["seed"])
+                 setting=row_setting(plain["setting"], raw_setting, overrides), seed=plain["seed"])
     path = results.row_path(plain["results_dir"], **ident)
     if path.exists() and not plain["force"]:
         print(f"skip: {path} exists (force=true reruns it)", flush=True)
         return
     env = distributed_environment()
-    if env is not None and int(env["RANK"]) != 0 and not runner.methods_registry.get(plain["method"]).is_search:
+    if env is not None and int(env["RANK"]) != 0 and not methods.get(plain["method"]).is_search:
         return  # a job of several processes: only a loss search is spread over them; rank 0 runs the rest
     checkpoint = results.checkpoint_path(path) if plain.get("checkpoint", True) else None
     if checkpoint is not None and plain["force"]:
@@ -93,7 +71,7 @@ def main(cfg: DictConfig) -> None:
     start = time.perf_counter()
     try:
         metrics, extra, history = runner.run(plain, checkpoint=checkpoint)
-    except (DatasetError, runner.ConfigError, lfs_checkpoint.CheckpointError, SearchFailed) as e:
+    except (DatasetError, ConfigError, lfs_checkpoint.CheckpointError, SearchFailed) as e:
         raise JobError(f"error: {ident['dataset']}/{ident['method']}/seed={ident['seed']}: {e}") from None
     if not is_writer():  # other ranks of a distributed search: rank 0 writes the row
         return

@@ -11,68 +11,20 @@ import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 import torch
 import torch.nn as nn
 
 import baselines
 import lfs
-from lfs.distributed import environment as distributed_environment
 from lfs import checkpoint as lfs_checkpoint
+from lfs.distributed import environment as distributed_environment
 from lfs.executors import load_train_state, restore_state, train_state_dict
 from lfs.search import EpochRecord
 
-from . import methods as methods_registry
-from . import results
-
-
-class ConfigError(ValueError):
-    """A bad configuration value; the message names the key."""
-
-
-# ----------------------------------------------------------------------------- validation
-def validate(cfg: dict, check_method: bool = True) -> None:
-    """Fail fast, with one line naming the key, on values no run can use. ``check_method=False``
-    before a sweep starts: the method is usually one of the swept values."""
-    def need(ok: bool, key: str, what: str, value: Any):
-        if not ok:
-            raise ConfigError(f"{key} {what}, got {value!r}")
-
-    s, t = cfg["search"], cfg.get("train", {})
-    need(isinstance(s["B"], int) and s["B"] >= 1, "search.B", "must be an integer >= 1", s["B"])
-    need(isinstance(s["M"], int) and s["M"] >= 1, "search.M", "must be an integer >= 1", s["M"])
-    need(isinstance(s["sigma"], (int, float)) and s["sigma"] > 0, "search.sigma", "must be > 0", s["sigma"])
-    need(isinstance(cfg["noise"], (int, float)) and 0 <= cfg["noise"] < 1, "noise", "must be in [0, 1)", cfg["noise"])
-    need(isinstance(cfg["seed"], int), "seed", "must be an integer", cfg["seed"])
-    if cfg.get("table") != "figure1":
-        need(isinstance(t.get("epochs"), int) and t["epochs"] >= 1, "train.epochs", "must be an integer >= 1",
-             t.get("epochs"))
-        need(t.get("batch_size", 0) >= 1, "train.batch_size", "must be >= 1", t.get("batch_size"))
-        need(t.get("schedule") in ("cosine", "step", "constant"), "train.schedule",
-             "must be one of cosine, step, constant", t.get("schedule"))
-    if check_method:
-        validate_method(cfg)
-    try:
-        lfs.SearchConfig(epochs=1, B=s["B"], M=s["M"], sigma=float(s["sigma"]), sigma_is=s["sigma_is"],
-                         lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
-                         failed_reward=s["failed_reward"], executor=s["executor"], constraint=s["constraint"])
-    except ValueError as e:
-        raise ConfigError(str(e)) from None
-
-
-def validate_method(cfg: dict) -> None:
-    """The method exists (figure1's "methods" are the known losses of lfs.fit)."""
-    if cfg.get("table") == "figure1":
-        from lfs.fit import KNOWN_LOSSES
-
-        if cfg["method"] not in KNOWN_LOSSES:
-            raise ConfigError(f"method must be one of {', '.join(KNOWN_LOSSES)} for figure1, got {cfg['method']!r}")
-        return
-    try:
-        methods_registry.get(cfg["method"])
-    except ValueError as e:
-        raise ConfigError(f"method: {e}") from None
+from . import protocols, results
+from .config import ConfigError, build_method, resumable, validate  # noqa: F401  (ConfigError: re-exported)
 
 
 def set_threads(cfg: dict) -> int:
@@ -83,91 +35,13 @@ def set_threads(cfg: dict) -> int:
     return torch.get_num_threads()
 
 
-# ----------------------------------------------------------------------------------- data
-def _take(split, n):
-    return split if n is None else tuple(t[:n] for t in split)
-
-
-GENERATED = ("mnist1d", "digits", "synthetic_reid_market", "synthetic_reid_duke", "synthetic_face")
-
-
-def _load_cached(name: str, kwargs: dict, cache_dir: str | None):
-    """Generated datasets are cached on disk (mnist1d takes seconds to generate): the key is the
-    loader name, its arguments and a hash of the data package's source, so changing the
-    generator invalidates the cache."""
-    import hashlib
-    import json
-    from pathlib import Path
-
-    from benchmarks import data as data_registry
-
-    if not cache_dir or name not in GENERATED:
-        return data_registry.load(name, **kwargs)
-    src = hashlib.sha1()
-    for f in sorted(Path(data_registry.__file__).parent.glob("*.py")):
-        src.update(f.read_bytes())
-    key = hashlib.sha1(json.dumps([name, kwargs, src.hexdigest()], sort_keys=True, default=str).encode()).hexdigest()
-    path = Path(os.path.expanduser(cache_dir)) / f"{name}-{key[:16]}.pt"
-    if path.exists():
-        try:
-            return torch.load(path, weights_only=False)
-        except Exception:  # noqa: BLE001 - a corrupt cache entry is rebuilt
-            pass
-    data = data_registry.load(name, **kwargs)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(f".{os.getpid()}.tmp")
-    torch.save(data, tmp)
-    os.replace(tmp, path)
-    return data
-
-
-def reid_transforms(cfg: dict) -> dict:
-    """SphereReID-style input pipeline: resize to the model's input size, flip + pad-crop for
-    training, ImageNet normalization."""
-    from torchvision import transforms as T
-
-    h, w = cfg["model"].get("kwargs", {}).get("input_size", (256, 128))
-    norm = T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
-    train = T.Compose([T.Resize((h, w)), T.RandomHorizontalFlip(), T.Pad(10), T.RandomCrop((h, w)), T.ToTensor(), norm])
-    test = T.Compose([T.Resize((h, w)), T.ToTensor(), norm])
-    return {"train_transform": train, "test_transform": test}
+def protocol_of(cfg: dict) -> protocols.Protocol:
+    return protocols.get(cfg["dataset"]["protocol"])
 
 
 def load_data(cfg: dict):
-    ds = cfg["dataset"]
-    kwargs = dict(ds.get("loader") or {})
-    if ds["kind"] == "classification":
-        kwargs["noise"] = cfg["noise"]
-    if ds.get("root"):
-        kwargs["root"] = ds["root"]
-    if ds["name"] in ("market1501", "dukemtmc"):
-        kwargs.update(reid_transforms(cfg))
-    if ds["kind"] == "face" and ds["name"] not in GENERATED:
-        # Table 3, full tier: CASIA-WebFace training + the MegaFace devkit's lists, all checked now
-        from benchmarks.data import DatasetError
-        from benchmarks.data.faces import load_megaface, megaface_options
-
-        try:
-            data = load_megaface(megaface=megaface_options(ds.get("megaface") or {}), seed=cfg["data_seed"],
-                                 input_size=(cfg["model"].get("kwargs") or {}).get("input_size", (112, 96)),
-                                 fit=ds.get("fit", "resize"), **kwargs)
-        except DatasetError:
-            raise
-        except ValueError as e:  # a bad dataset.* value: one line naming the key
-            raise ConfigError(str(e)) from None
-    else:
-        data = _load_cached(ds["name"], {"seed": cfg["data_seed"], **kwargs}, cfg.get("cache_dir"))
-    n = cfg.get("subsample")
-    if n:
-        from torch.utils.data import Subset
-
-        for field in ("train", "val", "test", "val_query", "val_gallery", "query", "gallery"):
-            part = getattr(data, field, None)
-            if isinstance(part, tuple):
-                setattr(data, field, _take(part, n))
-            elif part is not None:
-                setattr(data, field, Subset(part, range(min(n, len(part)))))
-    return data
+    """The dataset of ``cfg`` through its protocol (in memory, or streamed from disk)."""
+    return protocol_of(cfg).load(cfg)
 
 
 # ----------------------------------------------------------------------------------- model
@@ -183,6 +57,9 @@ def model_factory(cfg: dict, data) -> Callable[[], nn.Module]:
 
 def optimizer_factory(cfg: dict):
     t = cfg["train"]
+
+    if t.get("optimizer", "sgd") == "adam":
+        return lambda params: torch.optim.Adam(params, lr=t["lr"], weight_decay=t["weight_decay"])
 
     def make(params):
         return torch.optim.SGD(params, lr=t["lr"], momentum=t["momentum"], weight_decay=t["weight_decay"],
@@ -202,166 +79,26 @@ def scheduler_factory(cfg: dict):
 
 
 # ------------------------------------------------------------------------------------ loss
-class AnnealedSphereFace:
-    """SphereFace's functional form with its lambda annealed per training step (one model only)."""
+def fixed_loss(name: str, kwargs: dict) -> Callable:
+    """``(model output (cos, scale), target, candidate) -> loss`` of one baseline (the candidate,
+    AM-LFS's identity theta, is ignored): one model trained with a hand-crafted loss."""
+    train_loss = baselines.get(name).training_loss(**kwargs)
 
-    def __init__(self):
-        self.iteration = 0
-
-    def __call__(self, output, target, theta):
+    def loss(output, target, candidate):
         cos, scale = output
-        lam = baselines.sphereface_lambda(self.iteration)
-        self.iteration += 1
-        return baselines.sphereface(cos, target, scale, lambda_=lam)
+        return train_loss(cos, target, scale)
 
-
-def loss_factory(method, cfg: dict) -> Callable:
-    """``(model output (cos, scale), target, theta) -> loss`` for the method's loss."""
-    if method.loss == "am_lfs":
-        invalid_tau = cfg["search"]["invalid_tau"]
-
-        def am_lfs(output, target, theta):
-            cos, scale = output
-            return lfs.am_lfs_loss(cos, target, theta, scale, invalid_tau=invalid_tau)
-
-        return am_lfs
-    if method.loss == "sphereface":
-        return AnnealedSphereFace()
-    fn = baselines.get(method.loss).fn
-
-    def baseline(output, target, theta):
-        cos, scale = output
-        return fn(cos, target, scale=scale)
-
-    return baseline
-
-
-# ------------------------------------------------------------------------------- rewards
-def reid_reward(nq: int, pids: torch.Tensor, camids: torch.Tensor) -> Callable:
-    """mAP (the paper's re-ID reward) of query embeddings [:nq] against gallery [nq:]."""
-    from benchmarks.evaluation import evaluate_reid
-
-    def reward(emb, _targets):
-        r = evaluate_reid(emb[:nq], emb[nq:], pids[:nq], pids[nq:], camids[:nq], camids[nq:])
-        return r["mAP"] / 100.0
-
-    return reward
-
-
-def is_streaming(data) -> bool:
-    """Full-tier data are torch Datasets (images on disk), mini-tier data in-memory tensors."""
-    return not isinstance(data.train, tuple)
-
-
-def device_of(cfg: dict) -> torch.device:
-    d = cfg.get("device") or "auto"
-    return torch.device("cuda" if d == "auto" and torch.cuda.is_available() else ("cpu" if d == "auto" else d))
-
-
-def make_streaming_task(cfg: dict, data, model_fn, loss_fn) -> lfs.SupervisedTask:
-    from benchmarks.streaming import Concat, DatasetTask, Indexed, labels_of
-
-    device = device_of(cfg)
-    common = dict(batch_size=int(cfg["train"]["batch_size"]), scheduler_fn=scheduler_factory(cfg),
-                  num_workers=int(cfg.get("workers", 4)), device=device, pin_memory=device.type == "cuda")
-    if cfg["dataset"]["kind"] == "classification":
-        return DatasetTask(model_fn, optimizer_factory(cfg), loss_fn, data.train, data.val, **common)
-    vq, vg = data.val_query, data.val_gallery
-    pids = torch.cat([labels_of(vq, 1), labels_of(vg, 1)])
-    camids = torch.cat([labels_of(vq, 2), labels_of(vg, 2)])
-    return DatasetTask(model_fn, optimizer_factory(cfg), loss_fn, data.train, Indexed(Concat(vq, vg)),
-                       predict_fn=lambda emb: emb, reward_fn=reid_reward(len(vq), pids, camids),
-                       eval_kwargs={"embed": True}, eval_batch_size=256, **common)
+    return loss
 
 
 def make_task(cfg: dict, data, model_fn, loss_fn) -> lfs.SupervisedTask:
-    if is_streaming(data):
-        return make_streaming_task(cfg, data, model_fn, loss_fn)
-    common = dict(batch_size=int(cfg["train"]["batch_size"]), scheduler_fn=scheduler_factory(cfg))
-    kind = cfg["dataset"]["kind"]
-    if kind == "classification":
-        return lfs.SupervisedTask(model_fn, optimizer_factory(cfg), loss_fn, data.train, data.val, **common)
-    # retrieval / face: the reward is computed on embeddings of held-out identities
-    (qx, qp, qc), (gx, gp, gc) = data.val_query, data.val_gallery
-    val = (torch.cat([qx, gx]), torch.cat([qp, gp]))
-    reward_fn = reid_reward(len(qx), torch.cat([qp, gp]), torch.cat([qc, gc]))
-    return lfs.SupervisedTask(model_fn, optimizer_factory(cfg), loss_fn, data.train, val,
-                              predict_fn=lambda emb: emb, reward_fn=reward_fn, eval_kwargs={"embed": True},
-                              eval_batch_size=100000, **common)
+    """The lfs task of ``cfg``'s protocol."""
+    return protocol_of(cfg).make_task(cfg, data, model_fn, loss_fn, optimizer_factory(cfg), scheduler_factory(cfg))
 
 
-# ------------------------------------------------------------------------------- evaluate
-def outputs(model: nn.Module, batches, device: torch.device | None = None, logits: bool = False) -> torch.Tensor:
-    """The model's embeddings (or, with ``logits``, its prediction scores) over ``batches`` of
-    tensors or DataLoader items, in eval mode, gathered on the CPU (no flip, no normalization)."""
-    from benchmarks.evaluation import extract_features
-
-    model.eval()
-    fn = (lambda x: lfs.task.default_predict(model(x))) if logits else (lambda x: model(x, embed=True))
-    return extract_features(fn, batches, flip=False, normalize=False, device=device)
-
-
-def loader(dataset, cfg: dict):
-    from torch.utils.data import DataLoader
-
-    return DataLoader(dataset, batch_size=256, shuffle=False, num_workers=int(cfg.get("workers", 4)))
-
-
-@torch.no_grad()
 def evaluate(cfg: dict, data, model: nn.Module) -> dict:
-    from benchmarks.evaluation import evaluate_reid, megaface_rank1, top1_error
-
-    kind = cfg["dataset"]["kind"]
-    model.eval()
-    if is_streaming(data):
-        return evaluate_streaming(cfg, data, model)
-    if kind == "classification":
-        x, y = data.test
-        return {"top1_error": float(top1_error(outputs(model, x.split(4096), logits=True), y))}
-    (qx, qp, qc), (gx, gp, gc) = data.query, data.gallery
-    qf, gf = outputs(model, qx.split(4096)), outputs(model, gx.split(4096))
-    metrics = {k: float(v) for k, v in evaluate_reid(qf, gf, qp, gp, qc, gc).items()}
-    if kind == "face":
-        # MegaFace-style identification: every non-distractor image is a probe of its identity,
-        # the distractors (pid 0) stand between each probe pair.
-        feats, pids = torch.cat([qf, gf]), torch.cat([qp, gp])
-        probes = pids > 0
-        metrics = {"rank1": float(megaface_rank1(feats[probes], pids[probes], feats[~probes])),
-                   "reid_mAP": metrics["mAP"]}
-    return metrics
-
-
-@torch.no_grad()
-def evaluate_streaming(cfg: dict, data, model: nn.Module) -> dict:
-    from benchmarks.evaluation import evaluate_reid, top1_error
-    from benchmarks.streaming import labels_of
-
-    dev = device_of(cfg)
-    if cfg["dataset"]["kind"] == "classification":
-        logits = outputs(model, loader(data.test, cfg), dev, logits=True)
-        return {"top1_error": float(top1_error(logits, torch.tensor(data.test.targets)))}
-    if cfg["dataset"]["kind"] == "face":  # Table 3, full tier: MegaFace Challenge 1 rank-1 (devkit lists)
-        from benchmarks.evaluation.megaface import evaluate_megaface
-
-        mf = cfg["dataset"].get("megaface") or {}
-        out = mf.get("features_out")
-        metrics, info = evaluate_megaface(
-            lambda x: model(x, embed=True), data.megaface, batch_size=int(mf.get("batch_size", 256)),
-            workers=int(cfg.get("workers", 4)), device=dev, metric=mf.get("metric", "cosine"),
-            ties=mf.get("ties", "miss"), score_batch=int(mf.get("score_batch", 4096)),
-            features_out=os.path.join(out, cfg["method"], f"seed={cfg['seed']}") if out else None,
-            file_ending=mf.get("file_ending", "_lfs.bin"), seed=cfg["seed"])
-        data.info.update(info)  # run() puts data.info in the row's extra["data"]
-        return metrics
-    qf = outputs(model, loader(data.query, cfg), dev)
-    gf = outputs(model, loader(data.gallery, cfg), dev)
-    q = [labels_of(data.query, k) for k in (1, 2)]
-    g = [labels_of(data.gallery, k) for k in (1, 2)]
-    metrics = {k: float(v) for k, v in evaluate_reid(qf, gf, q[0], g[0], q[1], g[1]).items()}
-    if cfg.get("rerank"):  # the "(RK)" rows: k-reciprocal re-ranking (k1=20, k2=6, lambda=0.3)
-        rk = evaluate_reid(qf, gf, q[0], g[0], q[1], g[1], rerank=True)
-        metrics.update({f"{k}_rk": float(v) for k, v in rk.items()})
-    return metrics
+    """The table's metrics of ``model`` on the test split, by ``cfg``'s protocol."""
+    return protocol_of(cfg).evaluate(cfg, data, model)
 
 
 # ------------------------------------------------------------------------------- progress
@@ -408,13 +145,14 @@ def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, li
     from it (see :mod:`lfs.checkpoint`)."""
     validate(cfg)
     threads = set_threads(cfg)
-    if cfg["table"] == "figure1":
-        return run_figure1(cfg), {"threads": threads}, []
-    method = methods_registry.get(cfg["method"])
+    if cfg.get("job", "train") == "fit":
+        return run_fit(cfg), {"threads": threads}, []
+    built = build_method(cfg)
+    method = built["method"]
     torch.manual_seed(cfg["seed"])
     data = load_data(cfg)
     model_fn = model_factory(cfg, data)
-    loss_fn = loss_factory(method, cfg)
+    loss_fn = built["family"].loss if method.is_search else fixed_loss(*built["loss"])
     task = make_task(cfg, data, model_fn, loss_fn)
     label = f"{cfg['dataset']['name']}/{method.name}/seed={cfg['seed']}"
     progress = Progress(label, cfg["train"]["epochs"], cfg.get("progress", True))
@@ -423,22 +161,13 @@ def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, li
         model, history = train_l2t_dlf(cfg, data, task, progress, checkpoint)
         extra: dict = {}
     else:
-        model, history, extra = train_with_search(cfg, method, task, progress, checkpoint)
+        model, history, extra = train_with_search(cfg, built, task, progress, checkpoint)
     progress.close()
     train_seconds = time.perf_counter() - start
     metrics = evaluate(cfg, data, model)
     extra.update({"train_seconds": train_seconds, "threads": threads, "num_classes": int(data.num_classes),
                   "data": results.compact(dict(data.info))})
     return metrics, extra, history
-
-
-# Keys that do not change what a run computes: a checkpoint may be resumed under other values.
-RUN_ONLY_KEYS = ("progress", "workers", "threads", "results_dir", "force", "cache_dir", "checkpoint", "device")
-
-
-def resumable_config(cfg: dict) -> dict:
-    return {k: v for k, v in cfg.items() if k not in RUN_ONLY_KEYS and k != "search"} | {
-        "search": {k: v for k, v in cfg["search"].items() if k != "executor"}}
 
 
 def check_resumed_config(saved: dict | None, current: dict, path) -> None:
@@ -461,13 +190,17 @@ def check_resumed_config(saved: dict | None, current: dict, path) -> None:
                           "rerun with force=true to start over")
 
 
-def train_with_search(cfg: dict, method, task, progress, checkpoint=None) -> tuple[nn.Module, list[dict], dict]:
-    s = cfg["search"]
+def train_with_search(cfg: dict, built: dict, task, progress, checkpoint=None) -> tuple[nn.Module, list[dict], dict]:
+    """A search method's loop (its family and searcher), or one model with a fixed loss (a loop of
+    one copy with AM-LFS's identity theta, which the fixed loss ignores)."""
+    s, method = cfg["search"], built["method"]
+    family = searcher = None
     if method.is_search:
-        B, mode, executor = s["B"], method.search_mode, s["executor"]
+        family, searcher = built["family"], built["searcher"]
+        B, mode, executor = method.B or s["B"], "learn", s["executor"]
         if executor != "distributed" and distributed_environment() is not None:
             executor = "distributed"  # launched as one of several processes (torchrun, SLURM tasks)
-    else:  # one model trained with a fixed loss: a "search" of one copy with the identity theta
+    else:
         B, mode, executor = 1, "select", "sequential"
     config = lfs.SearchConfig(epochs=cfg["train"]["epochs"], B=B, M=s["M"], mode=mode, sigma=float(s["sigma"]),
                               sigma_is=s["sigma_is"], lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
@@ -485,18 +218,25 @@ def train_with_search(cfg: dict, method, task, progress, checkpoint=None) -> tup
         from lfs.distributed import init_process_group
 
         init_process_group()
-    search = lfs.LossSearch(task, config, on_epoch=on_epoch, checkpoint=checkpoint)
+    try:
+        search = lfs.LossSearch(task, config, on_epoch=on_epoch, checkpoint=checkpoint, family=family,
+                                searcher=searcher)
+    except ValueError as e:  # e.g. a family that cannot stack under executor=vectorized
+        raise ConfigError(str(e)) from None
     search.user_state["best"] = {"reward": -math.inf, "epoch": None, "state": None}  # early stopping's best copy
-    search.user_state["config"] = run_config = resumable_config(cfg)
+    search.user_state["config"] = run_config = resumable(cfg)
     if search.resume():
         check_resumed_config(search.user_state.get("config"), run_config, checkpoint)
         progress.resumed(search.epoch, checkpoint)
     result = search.run()
     best = search.user_state["best"]
     history = [asdict(r) for r in result.history]
+    last = result.history[-1]
     extra = {"val_reward": result.reward, "failed_samples": sum(sum(r.failed) for r in result.history),
-             "resumed_at_epoch": search.resumed_from, "executor": executor,
-             "final_mu": result.policy["mu"].tolist() if method.search_mode == "learn" else None}
+             "resumed_at_epoch": search.resumed_from, "executor": executor, **search.searcher.summary()}
+    if method.is_search:
+        extra.update(family=search.family.name, searcher=search.searcher.name,
+                     loss=search.family.describe(search.family.from_json(last.candidates[last.chosen])))
     if method.early_stopping:
         extra.update(val_reward=best["reward"], stopped_epoch=best["epoch"])
         return restore_state(task, best["state"]).model, history, extra
@@ -517,7 +257,7 @@ def train_l2t_dlf(cfg: dict, data, task, progress, checkpoint=None) -> tuple[nn.
     history, step, start_epoch = [], 0, 0
     saved = lfs_checkpoint.load(checkpoint) if checkpoint is not None else None
     if saved is not None:  # resume after the last completed epoch
-        check_resumed_config(saved["config"], resumable_config(cfg), checkpoint)
+        check_resumed_config(saved["config"], resumable(cfg), checkpoint)
         load_train_state(state, saved["student"])
         driver.load_state_dict(saved["driver"])
         g.set_state(saved["generator"])
@@ -551,21 +291,31 @@ def train_l2t_dlf(cfg: dict, data, task, progress, checkpoint=None) -> tuple[nn.
         record = {"epoch": epoch, "val_reward": val_acc, "train_loss": total / max(n, 1),
                   "seconds": time.perf_counter() - t0}
         history.append(record)
-        progress(EpochRecord(epoch=epoch, mu=[], mu_next=[], thetas=[], rewards=[val_acc], normalized_rewards=[],
-                             failed=[False], chosen=0, best_reward=val_acc, train_loss=[record["train_loss"]],
-                             seconds=record["seconds"]))
+        progress(EpochRecord(epoch=epoch, candidates=[], rewards=[val_acc], failed=[False], chosen=0,
+                             best_reward=val_acc, train_loss=[record["train_loss"]], seconds=record["seconds"]))
         if checkpoint is not None:
             lfs_checkpoint.save(checkpoint, {
                 "epoch": epoch + 1, "step": step, "history": history, "student": train_state_dict(state),
                 "driver": driver.state_dict(), "generator": g.get_state(), "rng": lfs_checkpoint.rng_state(),
-                "config": resumable_config(cfg)})
+                "config": resumable(cfg)})
     return state.model, history
 
 
-def run_figure1(cfg: dict) -> dict:
-    """Figure 1's numbers: how well the search space (M intervals) approximates a known loss."""
+def fit_spec(name: str) -> tuple[Callable, Callable, str]:
+    """Figure 1's fit of the baseline ``name``: its ``(t, tau)`` (the very transforms its training
+    uses) and the fit method: least squares for a t, the interpolating chord for a tau (a positive
+    tau stays positive, see REPRODUCE.md)."""
+    from lfs.fit import curve_kind
+
+    t, tau = baselines.get(name).transforms()
+    return t, tau, ("interpolate" if curve_kind(t, tau) == "tau" else "lstsq")
+
+
+def run_fit(cfg: dict) -> dict:
+    """A ``job: fit`` run (Figure 1): how well the search space (M intervals) approximates a known
+    loss; no data, no training."""
     from lfs.fit import approximation_error
 
-    name, M = cfg["method"], cfg["search"]["M"]
-    method = "interpolate" if name == "focal" else "lstsq"
-    return {"approx_error": approximation_error(name, M, method), "fit_method_interpolate": float(method == "interpolate")}
+    t, tau, method = fit_spec(cfg["method"])
+    return {"approx_error": approximation_error(t, tau, cfg["search"]["M"], method),
+            "fit_method_interpolate": float(method == "interpolate")}

@@ -43,6 +43,10 @@ class DatasetTask(lfs.SupervisedTask):
                           num_workers=self.num_workers, pin_memory=self.pin_memory,
                           persistent_workers=False)
 
+    def num_batches(self) -> int:
+        """Minibatches per training epoch (the last incomplete one is dropped)."""
+        return len(self.train_set) // self.batch_size
+
     def train_batches(self, seed: int) -> Iterator[tuple[Tensor, Tensor]]:
         loader = self._loader(self.train_set, self.batch_size, True, seed)
         if self.num_workers > 0:  # DataLoader seeds each worker from the copy's generator

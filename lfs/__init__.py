@@ -1,4 +1,12 @@
-"""AM-LFS: AutoML for Loss Function Search (Li et al., ICCV 2019) as a library.
+"""LFS Bench's library: loss-function search as a loop around your training code.
+
+The loop (:mod:`lfs.search`, AM-LFS's Algorithm 1) is family- and searcher-agnostic:
+
+* loss families (:mod:`lfs.family`, :mod:`lfs.families`): ``piecewise_linear`` (AM-LFS, Li et al.,
+  ICCV 2019) and ``search_softmax`` (Wang et al., ICML 2020);
+* searchers (:mod:`lfs.searcher`, :mod:`lfs.searchers`): ``gaussian`` (REINFORCE on a Gaussian's
+  mean: learn / fixed / random / select) and ``uniform``;
+* executors (:mod:`lfs.executors`, :mod:`lfs.auto`, :mod:`lfs.distributed`) that train the B copies.
 
 No Hydra and nothing from ``benchmarks`` is imported here: drop it into any training loop.
 """
@@ -14,9 +22,12 @@ from .search_space import (
     theta_dim,
 )
 
-__version__ = "0.1.0"
-from .executors import SequentialExecutor, VectorizedExecutor, make_executor
+__version__ = "0.2.0"
+from .executors import SequentialExecutor, VectorizedExecutor
+from .executor_registry import make_executor
 from .auto import AutoExecutor, choose_executor
+from .family import LossFamily, ParametricFamily, list_families, make_family, register_family
+from .searcher import Searcher, list_searchers, make_searcher, register_searcher
 from .policy import GaussianPolicy, normalize_rewards
 from .search import LossSearch, SearchConfig, SearchFailed, SearchResult, search
 from .task import CallbackTask, SupervisedTask, Task, TrainState

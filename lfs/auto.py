@@ -76,11 +76,9 @@ def _probe_task(task: SupervisedTask, steps: int, validate: bool = False) -> Sup
 def _batches_per_epoch(task: SupervisedTask) -> int:
     """Minibatches in one epoch, without loading them where the size is known (the last
     incomplete batch is dropped, as :class:`~lfs.task.SupervisedTask` and the streaming task do)."""
-    if isinstance(task.train_data, (tuple, list)):
-        return len(task.train_data[0]) // task.batch_size
-    train_set = getattr(task, "train_set", None)  # benchmarks.streaming.DatasetTask
-    if train_set is not None:
-        return len(train_set) // task.batch_size
+    num_batches = getattr(task, "num_batches", None)  # a streaming task knows its size
+    if callable(num_batches):
+        return int(num_batches())
     return sum(1 for _ in task.train_batches(0))  # a task that streams its own way: count
 
 
@@ -101,7 +99,7 @@ def _epoch_seconds(executor: Executor, task: SupervisedTask, thetas: torch.Tenso
 
 def probe_executors(task: SupervisedTask, B: int, state: TrainState, M: int = 6, steps: int = 2,
                     repeats: int = 3, probe_copies: int = 4, min_seconds: float = 0.1,
-                    max_steps: int = 20, decisive: float = 2.0) -> dict[str, dict[str, float]]:
+                    max_steps: int = 20, decisive: float = 2.0, family=None) -> dict[str, dict[str, float]]:
     """Estimated seconds of one epoch of all B copies, for each of :data:`CANDIDATES`, measured on
     clones of ``state`` (see the module docstring): ``{name: {"epoch", "step", "fixed"}}``, where
     ``epoch = minibatches per epoch * step + fixed``, ``step`` the seconds of one training step of
@@ -114,12 +112,19 @@ def probe_executors(task: SupervisedTask, B: int, state: TrainState, M: int = 6,
     vmapped). Otherwise ``steps`` minibatches per measured call, raised (up to ``max_steps``, and
     no further than the epoch has) until a call takes about ``min_seconds``, and ``repeats``
     measured calls per candidate, alternating between candidates; the fastest counts.
+
+    The copies train with the family's cross-entropy candidate (``family``: a stackable
+    :class:`~lfs.family.LossFamily`; None: AM-LFS's identity theta with M intervals); a loss's
+    cost does not depend on its candidate's values.
     """
     n_batches = _batches_per_epoch(task)
     if n_batches == 0:
         raise ValueError("the task has no training minibatch")
     copies = {"sequential": max(1, min(probe_copies, B)), "vectorized": B}
-    thetas = {k: identity_theta(M, dtype=torch.float64).expand(n, -1).clone() for k, n in copies.items()}
+    if family is None:
+        thetas = {k: identity_theta(M, dtype=torch.float64).expand(n, -1).clone() for k, n in copies.items()}
+    else:
+        thetas = {k: family.stack([family.identity()] * n) for k, n in copies.items()}
     runners: dict[str, Executor] = {}
     out = {k: {"epoch": math.inf, "step": math.inf, "fixed": math.inf} for k in CANDIDATES}
     device = getattr(task, "device", None)
@@ -172,23 +177,26 @@ def probe_executors(task: SupervisedTask, B: int, state: TrainState, M: int = 6,
     return out
 
 
-def choose_executor(task: Task, B: int, state: TrainState, M: int = 6, **probe_kwargs) -> str:
+def choose_executor(task: Task, B: int, state: TrainState, M: int = 6, family=None, **probe_kwargs) -> str:
     """``"sequential"`` or ``"vectorized"``, whichever trains ``task``'s B copies faster.
 
-    Not a :class:`~lfs.task.SupervisedTask` (the vectorized executor cannot run it), or B = 1
-    (nothing to vectorize): ``"sequential"`` without probing. Otherwise both are timed on clones
-    of ``state`` (:func:`probe_executors`); ``state`` itself is not modified.
+    Not a :class:`~lfs.task.SupervisedTask` (the vectorized executor cannot run it), a loss family
+    that cannot stack its candidates, or B = 1 (nothing to vectorize): ``"sequential"`` without
+    probing. Otherwise both are timed on clones of ``state`` (:func:`probe_executors`); ``state``
+    itself is not modified.
     """
-    return _choose(task, B, state, M, **probe_kwargs)[0]
+    return _choose(task, B, state, M, family=family, **probe_kwargs)[0]
 
 
-def _choose(task: Task, B: int, state: TrainState, M: int = 6, **probe_kwargs) -> tuple[str, dict]:
+def _choose(task: Task, B: int, state: TrainState, M: int = 6, family=None, **probe_kwargs) -> tuple[str, dict]:
     if not isinstance(task, SupervisedTask):
         return "sequential", {"reason": f"{type(task).__name__} is not a SupervisedTask"}
+    if family is not None and not family.stackable:
+        return "sequential", {"reason": f"loss family {family.name or type(family).__name__!r} cannot stack candidates"}
     if B <= 1:
         return "sequential", {"reason": "B = 1"}
     start = time.perf_counter()
-    est = probe_executors(task, B, state, M, **probe_kwargs)
+    est = probe_executors(task, B, state, M, family=family, **probe_kwargs)
     chosen = min(CANDIDATES, key=lambda n: est[n]["epoch"])
     info = {"estimate": est, "probe_seconds": time.perf_counter() - start}
     log.info("auto executor: %s (estimated seconds per epoch of %d copies: %s; probe %.2fs)", chosen, B,
@@ -214,13 +222,13 @@ class AutoExecutor(Executor):
         self.probe: dict = {}
         self.executor: Executor | None = None
 
-    def setup(self, task: Task, B: int, state: TrainState) -> None:
+    def setup(self, task: Task, B: int, state: TrainState, family=None) -> None:
         if self.force is not None:
             self.chosen, self.probe = self.force, {"reason": "forced"}
         else:
-            self.chosen, self.probe = _choose(task, B, state, self.M, **self.probe_kwargs)
+            self.chosen, self.probe = _choose(task, B, state, self.M, family=family, **self.probe_kwargs)
         self.executor = _build(self.chosen)
-        self.executor.setup(task, B, state)
+        self.executor.setup(task, B, state, family=family)
 
     def __getattr__(self, name: str):
         # only reached for attributes not found normally: the chosen executor's (B, states, ...)

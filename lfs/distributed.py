@@ -41,7 +41,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
-from .executors import Executor, make_executor, restore_state
+from .executors import Executor, SequentialExecutor, VectorizedExecutor, restore_state
+from .searcher import take
 from .task import EpochStats
 
 
@@ -115,7 +116,7 @@ class DistributedExecutor(Executor):
         self.local_name = local
 
     # -- layout -------------------------------------------------------------------------
-    def setup(self, task, B, state):
+    def setup(self, task, B, state, family=None):
         if not dist.is_initialized():
             init_process_group()
         self.rank, self.world = dist.get_rank(), dist.get_world_size()
@@ -125,8 +126,8 @@ class DistributedExecutor(Executor):
         self.blocks = [list(map(int, b)) for b in np.array_split(np.arange(B), self.world)]
         self.mine = self.blocks[self.rank]
         self.block_size = max(len(b) for b in self.blocks)
-        self.local = make_executor(self.local_name)
-        self.local.setup(task, len(self.mine), state)
+        self.local = SequentialExecutor() if self.local_name == "sequential" else VectorizedExecutor()
+        self.local.setup(task, len(self.mine), state, family=family)
         self.device = torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
 
     @property
@@ -142,8 +143,7 @@ class DistributedExecutor(Executor):
 
     # -- one epoch ----------------------------------------------------------------------
     def train(self, thetas, epoch, seeds):
-        thetas = torch.as_tensor(thetas)
-        rewards, failed, stats = self.local.train(thetas[self.mine], epoch, [int(seeds[i]) for i in self.mine])
+        rewards, failed, stats = self.local.train(take(thetas, self.mine), epoch, [int(seeds[i]) for i in self.mine])
         n = len(self.mine)
         mine = torch.full((self.block_size, 2), math.nan, dtype=torch.float64)
         mine[:n, 0], mine[:n, 1] = rewards, failed.double()

@@ -14,6 +14,9 @@ One interface (:class:`Executor`), several implementations:
 * ``distributed`` (:mod:`lfs.distributed`, torch.distributed): each rank trains its share of the
   B copies, ``train`` all-gathers rewards, ``broadcast`` sends the best state from the rank that
   owns it.
+* ``auto`` (:mod:`lfs.auto`): times sequential and vectorized on the task and becomes the faster.
+
+:func:`lfs.executor_registry.make_executor` builds any of them by name.
 
 Broadcast policy. ``broadcast_optimizer=True`` (default) copies the best copy's optimizer
 (momentum / Adam moments) and scheduler state along with its weights, so that the next epoch
@@ -31,20 +34,20 @@ import torch
 from torch import Tensor
 from torch.func import functional_call, vmap
 
+from .family import LossFamily
 from .task import EpochStats, SupervisedTask, Task, TrainState
-
-EXECUTORS = ("sequential", "vectorized", "distributed", "auto")
-
 
 class Executor:
     """Trains and scores B copies of a task's state; keeps them between epochs."""
 
-    def setup(self, task: Task, B: int, state: TrainState) -> None:
-        """Make B copies of ``state`` (a freshly built state of ``task``)."""
+    def setup(self, task: Task, B: int, state: TrainState, family: LossFamily | None = None) -> None:
+        """Make B copies of ``state`` (a freshly built state of ``task``). ``family``: the loss
+        family whose candidates :meth:`train` will receive (None: AM-LFS's thetas)."""
         raise NotImplementedError
 
-    def train(self, thetas: Tensor, epoch: int, seeds: Sequence[int]) -> tuple[Tensor, Tensor, list[EpochStats]]:
-        """Train copy i for one epoch with ``thetas[i]`` and data seed ``seeds[i]``; score it.
+    def train(self, thetas, epoch: int, seeds: Sequence[int]) -> tuple[Tensor, Tensor, list[EpochStats]]:
+        """Train copy i for one epoch with candidate ``thetas[i]`` (a stacked tensor or a list, see
+        :meth:`lfs.family.LossFamily.batch`) and data seed ``seeds[i]``; score it.
 
         Returns ``(rewards, failed, stats)``: float64 rewards (NaN for failed copies), a bool mask
         of failed copies, and per-copy :class:`EpochStats`.
@@ -137,7 +140,7 @@ def clone_state(task: Task, src: TrainState) -> TrainState:
 class SequentialExecutor(Executor):
     """The reference: a Python loop over B persistent states."""
 
-    def setup(self, task, B, state):
+    def setup(self, task, B, state, family=None):
         self.task, self.B = task, B
         self.states = [state] + [clone_state(task, state) for _ in range(B - 1)]
 
@@ -176,7 +179,10 @@ class SequentialExecutor(Executor):
 class VectorizedExecutor(Executor):
     """All B copies in one stacked, vmapped forward/backward per step."""
 
-    def setup(self, task, B, state):
+    def setup(self, task, B, state, family=None):
+        if family is not None and not family.stackable:
+            raise ValueError(f"the vectorized executor needs a loss family that stacks its candidates; "
+                             f"{family.name or type(family).__name__!r} does not: use executor='sequential' or 'auto'")
         if not isinstance(task, SupervisedTask):
             raise TypeError("the vectorized executor needs a SupervisedTask (model_fn, optimizer_fn, loss_fn, data); "
                             f"got {type(task).__name__}: use executor='sequential'")
@@ -306,20 +312,3 @@ class VectorizedExecutor(Executor):
             self.optimizer.load_state_dict(new)
         if self.scheduler is not None and state.get("scheduler") is not None:
             self.scheduler.load_state_dict(state["scheduler"])
-
-
-def make_executor(name: str) -> Executor:
-    """``"sequential"``, ``"vectorized"``, ``"distributed"`` (each rank sequential) or ``"auto"``."""
-    if name == "sequential":
-        return SequentialExecutor()
-    if name == "vectorized":
-        return VectorizedExecutor()
-    if name == "distributed":
-        from .distributed import DistributedExecutor
-
-        return DistributedExecutor("sequential")
-    if name == "auto":  # times both on the task at setup and becomes the faster (lfs.auto)
-        from .auto import AutoExecutor
-
-        return AutoExecutor()
-    raise ValueError(f"executor must be one of {EXECUTORS}, got {name!r}")

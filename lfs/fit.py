@@ -1,9 +1,11 @@
 """Fitting theta to a known loss (Figure 1): the search space contains (approximations of) the
 hand-crafted losses.
 
-Each known loss is a pair of transforms of the unified form ``-log tau(p_y^t)`` (Eq. 4-6, 16 and
+A known loss is a pair of transforms of the unified form ``-log tau(p_y^t)`` (Eq. 4-6, 16 and
 Table 1): a margin loss is a ``t`` on the target cosine, focal loss a ``tau`` on the target
-probability (``tau(p) = p^((1-p)^gamma)`` turns ``-log tau`` into ``-(1-p)^gamma log p``).
+probability (``tau(p) = p^((1-p)^gamma)`` turns ``-log tau`` into ``-(1-p)^gamma log p``). The
+transforms are the losses' own (:meth:`baselines.BaselineLoss.transforms`: the very functions
+training uses, ArcFace's fallback included); this module takes them as arguments.
 :func:`fit_theta` finds, interval by interval, the least-squares line through a dense grid of
 the transform (independent slopes and biases, Eq. 17), which is the best approximation of each
 interval's piece in L2.
@@ -30,44 +32,6 @@ Transform = Callable[[Tensor], Tensor]
 
 def identity(x: Tensor) -> Tensor:
     return x
-
-
-def cosface_t(m: float = 0.35) -> Transform:
-    """CosFace / AM-softmax: t(x) = x - m."""
-    return lambda x: x - m
-
-
-def arcface_t(m: float = 0.5) -> Transform:
-    """ArcFace: t(x) = cos(arccos(x) + m) (Table 1)."""
-    return lambda x: torch.cos(torch.arccos(x.clamp(-1.0, 1.0)) + m)
-
-
-def sphereface_psi(m: int = 4) -> Transform:
-    """A-softmax / L-softmax: t(x) = psi(arccos x), psi(theta) = (-1)^k cos(m theta) - 2k for
-    theta in [k pi/m, (k+1) pi/m] (Liu et al. 2016, 2017; lambda = 0)."""
-
-    def psi(x: Tensor) -> Tensor:
-        theta = torch.arccos(x.clamp(-1.0, 1.0))
-        k = torch.floor(theta * m / math.pi).clamp(max=m - 1)
-        sign = 1.0 - 2.0 * torch.remainder(k, 2)
-        return sign * torch.cos(m * theta) - 2.0 * k
-
-    return psi
-
-
-def focal_tau(gamma: float = 2.0) -> Transform:
-    """Focal loss: tau(p) = p^((1-p)^gamma), so that -log tau(p) = -(1-p)^gamma log p."""
-    return lambda p: p.clamp_min(1e-300) ** ((1.0 - p) ** gamma)
-
-
-#: The losses of Figure 1 as (t, tau) pairs, with the papers' default hyper-parameters.
-KNOWN_LOSSES: dict[str, tuple[Transform, Transform]] = {
-    "cross_entropy": (identity, identity),
-    "sphereface": (sphereface_psi(4), identity),
-    "cosface": (cosface_t(0.35), identity),
-    "arcface": (arcface_t(0.5), identity),
-    "focal": (identity, focal_tau(2.0)),
-}
 
 
 FIT_METHODS = ("lstsq", "interpolate")
@@ -108,28 +72,27 @@ def fit_theta(t: Transform = identity, tau: Transform = identity, M: int = 6, me
     return torch.cat([a_t, b_t, a_tau, b_tau])
 
 
-def fit_known_loss(name: str, M: int = 6, method: str = "lstsq") -> Tensor:
-    """:func:`fit_theta` for one of :data:`KNOWN_LOSSES`."""
-    if name not in KNOWN_LOSSES:
-        raise ValueError(f"unknown loss {name!r}; known: {', '.join(KNOWN_LOSSES)}")
-    t, tau = KNOWN_LOSSES[name]
-    return fit_theta(t, tau, M, method)
-
-
 def margin_loss_curve(t_values: Tensor, s: float = 16.0, num_classes: int = 10) -> Tensor:
     """Loss of Eq. 4 given t(x), with the C - 1 other classes at cosine 0."""
     return torch.nn.functional.softplus(math.log(num_classes - 1) - s * t_values)
 
 
-def loss_curve(name: str, theta: Tensor | None = None, n: int = 1001, s: float = 16.0,
-               num_classes: int = 10, p_min: float = 1e-3) -> tuple[Tensor, Tensor]:
-    """(inputs, losses) of a known loss (``theta=None``) or of its search-space fit ``theta``.
+def curve_kind(t: Transform, tau: Transform) -> str:
+    """``"tau"`` for a loss that acts on the target probability (its tau is not the identity),
+    else ``"t"``: what :func:`loss_curve` varies."""
+    return "t" if tau is identity else "tau"
 
-    Margin losses vary the target cosine over [-1, 1]; focal loss (and CE's tau view) vary the
-    target probability over [p_min, 1].
+
+def loss_curve(t: Transform = identity, tau: Transform = identity, theta: Tensor | None = None, n: int = 1001,
+               s: float = 16.0, num_classes: int = 10, p_min: float = 1e-3) -> tuple[Tensor, Tensor]:
+    """(inputs, losses) of the loss ``-log tau(p_y^t)`` given by ``(t, tau)`` (``theta=None``) or
+    of its search-space fit ``theta``.
+
+    A loss with a non-identity tau (focal, Poly-1) is drawn against the target probability over
+    [p_min, 1]; a margin loss (a t) against the target cosine over [-1, 1] (Eq. 4, the other
+    C - 1 classes at cosine 0).
     """
-    t, tau = KNOWN_LOSSES[name]
-    if name == "focal":
+    if curve_kind(t, tau) == "tau":
         p = torch.linspace(p_min, 1.0, n, dtype=torch.float64)
         loss = -torch.log(tau(p)) if theta is None else -log_tau(p.log(), theta.to(torch.float64))
         return p, loss
@@ -138,10 +101,11 @@ def loss_curve(name: str, theta: Tensor | None = None, n: int = 1001, s: float =
     return x, margin_loss_curve(tx, s, num_classes)
 
 
-def approximation_error(name: str, M: int, method: str = "lstsq", **curve_kwargs) -> float:
-    """Sup distance between a known loss's curve and its fit's, relative to the curve's range:
+def approximation_error(t: Transform = identity, tau: Transform = identity, M: int = 6, method: str = "lstsq",
+                        **curve_kwargs) -> float:
+    """Sup distance between a loss's curve and its fit's, relative to the curve's range:
     ``max |L_fit - L| / (max L - min L)`` (scale-free; 0 means exact)."""
-    theta = fit_known_loss(name, M, method)
-    _, exact = loss_curve(name, None, **curve_kwargs)
-    _, fitted = loss_curve(name, theta, **curve_kwargs)
+    theta = fit_theta(t, tau, M, method)
+    _, exact = loss_curve(t, tau, None, **curve_kwargs)
+    _, fitted = loss_curve(t, tau, theta, **curve_kwargs)
     return float((exact - fitted).abs().max() / (exact.max() - exact.min()))

@@ -27,7 +27,7 @@ import math
 import torch
 from torch import Tensor
 
-from .search_space import identity_theta, in_search_space, theta_dim
+from .search_space import identity_theta, in_search_space
 
 SIGMA_IS = ("variance", "std")
 OPTIMIZERS = ("adam", "sgd")
@@ -51,12 +51,12 @@ class GaussianPolicy:
     """``N(mu, sigma I)`` over theta (4M values), mu initialized at the identity (cross entropy).
 
     Args:
-        M: number of intervals of the search space.
+        M: number of intervals of the search space (sets mu's default; ignored when ``mu`` is given).
         sigma: the paper's sigma (0.2).
         sigma_is: "variance" (Eq. 19 literally: covariance sigma I) or "std".
         lr: learning rate of the mu optimizer (0.05).
         optimizer: "adam" (the paper's implementation) or "sgd" (Eq. 20 literally).
-        mu: initial mean (defaults to the identity theta).
+        mu: initial mean (defaults to the identity theta); any vector (another family's space).
     """
 
     def __init__(self, M: int = 6, sigma: float = 0.2, sigma_is: str = "variance", lr: float = 0.05,
@@ -70,10 +70,12 @@ class GaussianPolicy:
         if not lr > 0:
             raise ValueError(f"lr must be > 0, got {lr!r}")
         self.M, self.sigma, self.sigma_is = int(M), float(sigma), sigma_is
-        dim = theta_dim(M)
-        init = identity_theta(M, dtype=torch.float64) if mu is None else torch.as_tensor(mu, dtype=torch.float64)
-        if init.shape != (dim,):
-            raise ValueError(f"mu must have shape ({dim},) for M={M}, got {tuple(init.shape)}")
+        if mu is None:
+            init = identity_theta(M, dtype=torch.float64)
+        else:  # any vector: the Gaussian searcher gives a loss family's initial mean
+            init = torch.as_tensor(mu, dtype=torch.float64)
+            if init.ndim != 1 or init.numel() < 1:
+                raise ValueError(f"mu must be a non-empty vector, got shape {tuple(init.shape)}")
         # mu is kept in float64: it accumulates many small Adam steps.
         self.mu = init.clone().requires_grad_(True)
         self.lr, self.optimizer_name = float(lr), optimizer
@@ -92,22 +94,26 @@ class GaussianPolicy:
     def dim(self) -> int:
         return self.mu.numel()
 
-    def sample(self, B: int, generator: torch.Generator | None = None, constraint: str = "none",
+    def sample(self, B: int, generator: torch.Generator | None = None, constraint="none",
                max_draws: int = 100_000) -> Tensor:
-        """B thetas (B x 4M, float64) drawn from ``N(mu, sigma I)``, restricted to the search
-        space by rejection when ``constraint="positive"`` (see :func:`lfs.search_space.in_search_space`):
-        draws outside it are discarded and redrawn, i.e. the Gaussian truncated to the space.
+        """B thetas (B x dim, float64) drawn from ``N(mu, sigma I)``, restricted to the search
+        space by rejection: ``constraint`` is a name of :func:`lfs.search_space.in_search_space`
+        (``"positive"``: AM-LFS's space) or a function ``draws (n x dim) -> bool mask (n,)`` (a
+        loss family's ``in_space``). Draws outside the space are discarded and redrawn, i.e. the
+        Gaussian truncated to the space.
         """
+        in_space = constraint if callable(constraint) else (lambda c: in_search_space(c, constraint))
         out, drawn = [], 0
         while sum(len(o) for o in out) < B:
             n = max(B, 64)
             noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
             cand = self.mu.detach() + self.std * noise
-            out.append(cand[in_search_space(cand, constraint)])
+            out.append(cand[in_space(cand)])
             drawn += n
             if drawn >= max_draws and sum(len(o) for o in out) < B:
                 raise ValueError(f"fewer than {B} of {drawn} draws of N(mu, sigma I) lie in the search space "
-                                 f"({constraint!r}): mu has left it; lower sigma or use constraint='none'")
+                                 f"({getattr(constraint, '__qualname__', constraint)!r}): mu has left it; lower sigma or use "
+                                 "constraint='none'")
         return torch.cat(out)[:B]
 
     def log_prob(self, thetas: Tensor) -> Tensor:

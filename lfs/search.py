@@ -1,41 +1,38 @@
-"""The bilevel search loop of AM-LFS (Algorithm 1), task-independent.
+"""The bilevel search loop (AM-LFS, Algorithm 1), family- and searcher-agnostic.
 
 Each epoch t:
 
-1. sample B thetas from ``N(mu_t, sigma I)`` (Eq. 19),
-2. train B copies of the current state for one epoch, copy i with the loss ``L^{theta_i}``,
-3. score every copy on the validation split: ``R(theta_i)`` (Eq. 18),
-4. take the best copy ``i* = argmax_i R(theta_i)``,
-5. update mu with REINFORCE on the normalized rewards (Eq. 20),
-6. broadcast the best copy's state to all copies (``M_{omega_{t+1}} = M_{omega_t^{i*}}``).
+1. the searcher proposes B candidates of the loss family (AM-LFS: B thetas from ``N(mu_t, sigma I)``, Eq. 19),
+2. B copies of the current state are trained for one epoch, copy i with the loss of candidate i,
+3. every copy is scored on the validation split: ``R_i`` (Eq. 18),
+4. the best copy ``i* = argmax_i R_i`` is taken (failed copies never win),
+5. the searcher observes the rewards (AM-LFS: REINFORCE on mu with normalized rewards, Eq. 20),
+6. if the searcher broadcasts, the best copy's state goes to every copy
+   (``M_{omega_{t+1}} = M_{omega_t^{i*}}``); otherwise each copy keeps its own.
 
 The final model is the best copy of the last epoch, without retraining.
 
-Modes (``SearchConfig.mode``):
-
-* ``learn``: AM-LFS as above.
-* ``fixed``: the paper's fixed-distribution ablation (§4.6): thetas sampled from the initial
-  distribution every epoch, best broadcast, mu never updated.
-* ``random``: classic random search: B static losses sampled once from the initial distribution,
-  each copy trained with its own theta for the whole schedule (no broadcast); the copy with the
-  best validation reward at the end wins.
-* ``select``: the control: B copies all trained with cross entropy (identity theta), best
-  broadcast each epoch: best-of-B selection without loss diversity.
+What is searched is a :class:`~lfs.family.LossFamily` (what a candidate means as a loss) and a
+:class:`~lfs.searcher.Searcher` (how candidates are proposed and what is learned). The defaults
+are AM-LFS's: the piecewise-linear family with ``config.M`` intervals and the Gaussian REINFORCE
+searcher in ``config.mode`` (``learn``, ``fixed``, ``random``, ``select``; see
+:mod:`lfs.searchers.gaussian`) with ``config``'s sigma, lr, constraint and failed-reward options.
+Pass ``family=`` and ``searcher=`` to :class:`LossSearch` for any other pair; those options of
+``config`` then do not apply.
 
 Failed samples. A copy whose training loss or parameters become non-finite, or whose reward is
-not finite, is *failed*: its reward is recorded as NaN, it is never selected, and for the mu
-update it gets the lowest finite reward of the epoch (``failed_reward="min"``) or is left out of
-the update (``failed_reward="drop"``). If every copy fails the search stops with
-:class:`SearchFailed` (nothing could be selected).
+not finite, is *failed*: its reward is recorded as NaN and it is never selected; the searcher is
+told which copies failed. If every copy fails the search stops with :class:`SearchFailed`
+(nothing could be selected).
 
-Determinism: the same ``seed`` gives the same thetas, data orders, model initialization and
+Determinism: the same ``seed`` gives the same candidates, data orders, model initialization and
 hence the same result (on the same hardware and executor).
 
 Checkpoint and resume. With ``checkpoint=<path>``, the whole search state is saved atomically
 after every epoch (:mod:`lfs.checkpoint`): the epoch, the copies' states (model, optimizer,
-scheduler; only the broadcast best when every copy equals it), the policy (mu and its Adam
-state), the theta sampler's generator, every process-wide RNG state, the per-epoch records and
-the caller's ``user_state``. :meth:`LossSearch.run` resumes from it when the file exists, and
+scheduler; only the broadcast best when every copy equals it), the searcher's state (AM-LFS: mu
+and its Adam state), the search's generator, every process-wide RNG state, the per-epoch records
+and the caller's ``user_state``. :meth:`LossSearch.run` resumes from it when the file exists, and
 ends with the same result as an uninterrupted run.
 """
 from __future__ import annotations
@@ -48,18 +45,19 @@ from pathlib import Path
 from typing import Any, Callable
 
 import torch
-from torch import Tensor
 
 from . import checkpoint as ckpt
-from .executors import EXECUTORS, Executor, make_executor
-from .policy import OPTIMIZERS, SIGMA_IS, GaussianPolicy, normalize_rewards
-from .search_space import CONSTRAINTS, identity_theta
+from .executor_registry import EXECUTORS, make_executor
+from .executors import Executor
+from .family import LossFamily, make_family
+from .policy import OPTIMIZERS, SIGMA_IS
+from .search_space import CONSTRAINTS
+from .searcher import Searcher, make_searcher
+from .searchers.gaussian import FAILED_REWARD, MODES
 from .task import Task, TrainState, sample_seed
 
 log = logging.getLogger(__name__)
 
-MODES = ("learn", "fixed", "random", "select")
-FAILED_REWARD = ("min", "drop")
 
 
 class SearchFailed(RuntimeError):
@@ -68,7 +66,13 @@ class SearchFailed(RuntimeError):
 
 @dataclass
 class SearchConfig:
-    """Hyper-parameters of the outer level. Defaults are the paper's (§4.1)."""
+    """Hyper-parameters of the outer level. Defaults are the paper's (§4.1).
+
+    ``epochs``, ``B``, ``broadcast_optimizer``, ``executor`` and ``seed`` belong to the loop; ``M``
+    is the default family's (:class:`~lfs.families.piecewise_linear.PiecewiseLinear`); ``mode``,
+    ``sigma``, ``sigma_is``, ``lr``, ``policy_optimizer``, ``constraint`` and ``failed_reward``
+    are the default searcher's (:class:`~lfs.searchers.gaussian.GaussianSearcher`).
+    """
 
     epochs: int
     B: int = 32
@@ -104,19 +108,36 @@ class SearchConfig:
 
 @dataclass
 class EpochRecord:
-    """What one epoch of the search did (Figure 3 plots ``mu`` over epochs)."""
+    """What one epoch of the search did: the candidates (the family's JSON), rewards, the choice,
+    and the searcher's own record (AM-LFS: ``mu``, ``mu_next``, ``normalized_rewards``; Figure 3
+    plots mu over epochs)."""
 
     epoch: int
-    mu: list[float]  # the mean the thetas were sampled from (mu_t)
-    mu_next: list[float]  # mu_{t+1} after the update (== mu in fixed/random/select)
-    thetas: list[list[float]]
+    candidates: list
     rewards: list[float]  # raw rewards, NaN for failed samples
-    normalized_rewards: list[float]  # what entered Eq. 20 (empty when mu is not updated)
     failed: list[bool]
     chosen: int
     best_reward: float
     train_loss: list[float]
     seconds: float
+    searcher: dict = field(default_factory=dict)
+
+    # the Gaussian searcher's record, by name (empty where a searcher keeps no such thing)
+    @property
+    def thetas(self) -> list:
+        return self.candidates
+
+    @property
+    def mu(self) -> list[float]:
+        return self.searcher.get("mu", [])
+
+    @property
+    def mu_next(self) -> list[float]:
+        return self.searcher.get("mu_next", [])
+
+    @property
+    def normalized_rewards(self) -> list[float]:
+        return self.searcher.get("normalized_rewards", [])
 
 
 @dataclass
@@ -125,118 +146,121 @@ class SearchResult:
     reward: float
     chosen: int
     history: list[EpochRecord] = field(default_factory=list)
-    policy: dict | None = None
+    searcher_state: dict | None = None
+
+    @property
+    def policy(self) -> dict | None:
+        """The Gaussian searcher's policy state (``mu``, its optimizer), where there is one."""
+        return (self.searcher_state or {}).get("policy")
 
     @property
     def mu_trajectory(self) -> list[list[float]]:
-        """mu_0, mu_1, ..., mu_T."""
-        if not self.history:
+        """mu_0, mu_1, ..., mu_T (a Gaussian searcher's)."""
+        if not self.history or not self.history[0].mu:
             return []
         return [r.mu for r in self.history] + [self.history[-1].mu_next]
 
 
 class LossSearch:
-    """Runs Algorithm 1 on a :class:`~lfs.task.Task`.
+    """Runs the search loop on a :class:`~lfs.task.Task`.
 
     Example::
 
         search = LossSearch(task, SearchConfig(epochs=20, B=8))
         result = search.run()
         result.state.model  # the selected model
+
+    ``family`` / ``searcher``: a :class:`~lfs.family.LossFamily` and a
+    :class:`~lfs.searcher.Searcher` (default: AM-LFS's, from ``config``). The task's ``loss_fn``
+    receives the candidates (usually it is ``family.loss``).
     """
 
     def __init__(self, task: Task, config: SearchConfig, executor: Executor | None = None,
-                 on_epoch: Callable[[EpochRecord], None] | None = None, checkpoint: str | Path | None = None):
+                 on_epoch: Callable[[EpochRecord], None] | None = None, checkpoint: str | Path | None = None,
+                 family: LossFamily | None = None, searcher: Searcher | None = None):
         self.task, self.config = task, config
+        self.family = family if family is not None else make_family("piecewise_linear", M=config.M)
+        self.searcher = searcher if searcher is not None else default_searcher(config)
+        self.searcher.setup(self.family)
+        if executor is None and config.executor == "vectorized" and not self.family.stackable:
+            raise ValueError(f"search.executor=vectorized needs a loss family that stacks its candidates; "
+                             f"{self.family.name or type(self.family).__name__!r} does not: use sequential or auto")
         self.executor = executor if executor is not None else make_executor(config.executor)
         self.on_epoch = on_epoch
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.user_state: dict[str, Any] = {}  # the caller's own resumable state (saved with each checkpoint)
         self.resumed_from: int | None = None  # the epoch a run resumed at (None: started fresh)
-        self.policy = GaussianPolicy(config.M, config.sigma, config.sigma_is, config.lr, config.policy_optimizer)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history: list[EpochRecord] = []
         self.epoch = 0
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(config.seed)
             state = task.make_state()
-        self.executor.setup(task, config.B, state)
-        self.static_thetas = self.sample_policy() if config.mode == "random" else None
-
-    def sample_policy(self) -> Tensor:
-        return self.policy.sample(self.config.B, self.generator, constraint=self.config.constraint)
-
-    def sample_thetas(self) -> Tensor:
-        cfg = self.config
-        if cfg.mode == "select":
-            return identity_theta(cfg.M, dtype=torch.float64).expand(cfg.B, -1).clone()
-        if cfg.mode == "random":
-            return self.static_thetas
-        return self.sample_policy()
+        self.executor.setup(task, config.B, state, family=self.family)
 
     def step(self) -> EpochRecord:
-        """One epoch of Algorithm 1."""
+        """One epoch of the loop."""
         cfg, epoch = self.config, self.epoch
         start = time.perf_counter()
-        mu = self.policy.mu.detach().tolist()
-        thetas = self.sample_thetas()
+        candidates = self.searcher.propose(cfg.B, self.generator)
         seeds = [sample_seed(cfg.seed, epoch, i) for i in range(cfg.B)]
-        rewards, failed, stats = self.executor.train(thetas, epoch, seeds)
+        rewards, failed, stats = self.executor.train(candidates, epoch, seeds)
         if bool(failed.all()):
             raise SearchFailed(f"all B={cfg.B} samples failed (non-finite loss, parameters or reward) at epoch {epoch}; "
                                "try a smaller learning rate or sigma")
         finite_rewards = torch.where(failed, torch.full_like(rewards, -math.inf), rewards)
         chosen = int(torch.argmax(finite_rewards))  # first index among ties
-        normalized: list[float] = []
-        if cfg.mode == "learn":
-            if cfg.failed_reward == "min":
-                r = torch.where(failed, rewards[~failed].min().expand_as(rewards), rewards)
-                update_thetas = thetas
-            else:
-                r, update_thetas = rewards[~failed], thetas[~failed]
-            normalized = normalize_rewards(r).tolist()
-            self.policy.update(update_thetas, r)
-            self.executor.synchronize(self.policy.tensors())
-        if cfg.mode != "random":
+        searcher_record = self.searcher.observe(candidates, rewards, failed)
+        self.executor.synchronize(self.searcher.tensors())
+        if self.searcher.broadcast:
             self.executor.broadcast(chosen, failed, cfg.broadcast_optimizer)
         record = EpochRecord(
-            epoch=epoch, mu=mu, mu_next=self.policy.mu.detach().tolist(), thetas=thetas.tolist(),
-            rewards=rewards.tolist(), normalized_rewards=normalized, failed=failed.tolist(), chosen=chosen,
-            best_reward=float(rewards[chosen]), train_loss=[s.loss for s in stats],
-            seconds=time.perf_counter() - start)
+            epoch=epoch, candidates=[self.family.to_json(c) for c in candidates], rewards=rewards.tolist(),
+            failed=failed.tolist(), chosen=chosen, best_reward=float(rewards[chosen]),
+            train_loss=[s.loss for s in stats], seconds=time.perf_counter() - start, searcher=searcher_record)
         self.history.append(record)
         self.epoch += 1
         log.debug("epoch %d: best reward %.4f (sample %d), %d failed, %.1fs", epoch, record.best_reward, chosen,
-                 int(failed.sum()), record.seconds)
+                  int(failed.sum()), record.seconds)
         if self.on_epoch is not None:
             self.on_epoch(record)
         return record
 
     # -- checkpoint / resume ---------------------------------------------------------------
+    def identity(self) -> dict:
+        """What a checkpoint must agree on to be resumed: the config (less epochs and executor),
+        the family's and the searcher's names and hyper-parameters."""
+        mine = {k: v for k, v in asdict(self.config).items() if k not in ("epochs", "executor")}
+        return {**mine, "family": self.family.name, **{f"family.{k}": v for k, v in self.family.config().items()},
+                "searcher": self.searcher.name, **{f"searcher.{k}": v for k, v in self.searcher.config().items()}}
+
     def state_dict(self) -> dict:
         cfg = self.config
         # After a full broadcast every copy equals the chosen one: save that one only.
-        full_broadcast = cfg.mode != "random" and cfg.broadcast_optimizer and self.history
+        full_broadcast = self.searcher.broadcast and cfg.broadcast_optimizer and self.history
         shared = self.history[-1].chosen if full_broadcast else None
-        return {"version": 1, "config": asdict(cfg), "epoch": self.epoch,
-                "executor": self.executor.state_dict(shared=shared), "policy": self.policy.state_dict(),
-                "generator": self.generator.get_state(), "static_thetas": self.static_thetas,
-                "history": [asdict(r) for r in self.history], "rng": ckpt.rng_state(), "user": self.user_state}
+        return {"version": 2, "config": asdict(cfg), "identity": self.identity(), "epoch": self.epoch,
+                "executor": self.executor.state_dict(shared=shared), "searcher": self.searcher.state_dict(),
+                "generator": self.generator.get_state(), "history": [asdict(r) for r in self.history],
+                "rng": ckpt.rng_state(), "user": self.user_state}
 
     def load_state_dict(self, state: dict) -> None:
-        mine, theirs = asdict(self.config), dict(state["config"])
+        if state.get("version", 1) < 2:
+            raise ValueError("the checkpoint was written by lfs before loss families (version 1); "
+                             "delete it to start over")
+        mine, theirs = self.identity(), dict(state["identity"])
         # epochs may grow; the executor may change (states are saved per copy, in any executor's format)
-        diff = [k for k in mine if k not in ("epochs", "executor") and mine[k] != theirs.get(k)]
+        diff = [k for k in sorted(set(mine) | set(theirs)) if mine.get(k) != theirs.get(k)]
         if diff:
             k = diff[0]
-            raise ValueError(f"the checkpoint was written by a search with search.{k}={theirs.get(k)!r}, this one has "
-                             f"search.{k}={mine[k]!r}; delete the checkpoint to start over")
+            key = k if "." in k or k in ("family", "searcher") else f"search.{k}"
+            raise ValueError(f"the checkpoint was written by a search with {key}={theirs.get(k)!r}, this one has "
+                             f"{key}={mine.get(k)!r}; delete the checkpoint to start over")
         if state["epoch"] > self.config.epochs:
             raise ValueError(f"the checkpoint is at epoch {state['epoch']}, past this search's epochs={self.config.epochs}")
         self.executor.load_state_dict(state["executor"])
-        self.policy.load_state_dict(state["policy"])
+        self.searcher.load_state_dict(state["searcher"])
         self.generator.set_state(state["generator"])
-        self.static_thetas = state["static_thetas"]
         self.history = [EpochRecord(**r) for r in state["history"]]
         self.user_state = state["user"]
         self.epoch = state["epoch"]
@@ -270,13 +294,22 @@ class LossSearch:
             self.save_checkpoint()
         last = self.history[-1]
         return SearchResult(state=self.executor.export(last.chosen), reward=last.best_reward, chosen=last.chosen,
-                            history=list(self.history), policy=self.policy.state_dict())
+                            history=list(self.history), searcher_state=self.searcher.state_dict())
 
 
-def search(task: Task, config: SearchConfig | None = None, **overrides) -> SearchResult:
-    """Convenience wrapper: ``search(task, epochs=10, B=8)``."""
+def default_searcher(config: SearchConfig) -> Searcher:
+    """AM-LFS's searcher from ``config``: Gaussian REINFORCE in ``config.mode``."""
+    return make_searcher("gaussian", mode=config.mode, sigma=config.sigma, sigma_is=config.sigma_is, lr=config.lr,
+                         policy_optimizer=config.policy_optimizer, constraint=config.constraint,
+                         failed_reward=config.failed_reward)
+
+
+def search(task: Task, config: SearchConfig | None = None, *, family: LossFamily | None = None,
+           searcher: Searcher | None = None, **overrides) -> SearchResult:
+    """Convenience wrapper: ``search(task, epochs=10, B=8)`` (AM-LFS), or with ``family=`` /
+    ``searcher=`` another loss family and searcher (see :class:`LossSearch`)."""
     if config is None:
         config = SearchConfig(**overrides)
     elif overrides:
         config = SearchConfig(**{**asdict(config), **overrides})
-    return LossSearch(task, config).run()
+    return LossSearch(task, config, family=family, searcher=searcher).run()

@@ -160,6 +160,13 @@ class SupervisedTask(Task):
                 xb = self.augment_fn(xb, g)
             yield xb, y[idx]
 
+    def num_batches(self) -> int:
+        """Minibatches per training epoch (the last incomplete one is dropped); counted for a
+        subclass that streams its own data."""
+        if self.train_data is None:
+            return sum(1 for _ in self.train_batches(0))
+        return len(self.train_data[0]) // self.batch_size
+
     def val_batches(self) -> Iterator[tuple[Tensor, Tensor]]:
         x, y = self.val_data
         for start in range(0, len(x), self.eval_batch_size):

@@ -207,11 +207,12 @@ def test_perf_rows_merge_and_readme_table(tmp_path):
         assert 0 < mini[0]["value_s"] < 3600
 
 
-# ------------------------------------------------- the fast AM-LFS loss (lfs/loss.py, issue 5)
+# ------------------------------------------------------------ the fast AM-LFS loss (lfs/loss.py)
 # Its closed-form backward against the loss composed of autograd ops (the first implementation).
 from torch.func import grad, vmap  # noqa: E402
 
-from lfs.loss import _thresholds, am_lfs_loss, am_lfs_loss_autograd  # noqa: E402
+from lfs.loss import am_lfs_loss, am_lfs_loss_autograd  # noqa: E402
+from lfs.loss_kernel import _thresholds  # noqa: E402
 from lfs.search_space import T_DOMAIN, TAU_DOMAIN, interval_index  # noqa: E402
 
 
@@ -368,7 +369,7 @@ def test_fast_loss_half_precision_follows_float32(dtype):
 
 def test_tau_positive_decides_when_the_loss_may_skip_masking():
     """Masking invalid tau is skipped only for a theta whose tau is safely > 0 on all of [0, 1]."""
-    from lfs.loss import _tau_positive
+    from lfs.loss_kernel import _tau_positive
 
     M = 6
     ident = lfs.identity_theta(M, dtype=torch.float64)

@@ -20,19 +20,24 @@ from baselines import (
     CrossEntropyLoss,
     FocalLoss,
     LSoftmaxLoss,
+    Poly1Loss,
     SphereFaceLoss,
     arcface,
     cosface,
     cross_entropy,
     focal,
     l_softmax,
+    poly1,
     psi,
     sphereface,
     sphereface_lambda,
 )
 from lfs.heads import HeadLoss
 
-SIX = ["arcface", "cosface", "cross_entropy", "focal", "l_softmax", "sphereface"]
+# Every registered loss with a plain functional form (L2T-DLF's needs its teacher's coefficients
+# and has its own tests): a new registry entry is tested by every parametrized test below, and
+# fails them until it has a closed-form case and its kwargs in the tables.
+SIX = [n for n in baselines.available() if n != "l2t_dlf"]
 N, C = 7, 5
 
 
@@ -55,6 +60,12 @@ def ref_margin(cos, target, scale, target_cos) -> np.ndarray:
     for i, y in enumerate(target):
         z[i, y] = s[i, y] * target_cos(float(cos[i, y]))
     return ref_ce(z, np.asarray(target))
+
+
+def ref_poly1(cos, target, scale, epsilon) -> np.ndarray:
+    z = np.broadcast_to(np.asarray(scale, dtype=np.float64), np.shape(cos)) * np.asarray(cos, dtype=np.float64)
+    ce = ref_ce(z, np.asarray(target))
+    return ce + epsilon * (1.0 - np.exp(-ce))
 
 
 def ref_psi(c: float, m: int) -> float:
@@ -108,7 +119,14 @@ CASES = {
     "focal_g05_alpha": (focal, {"gamma": 0.5, "alpha": 0.25}, lambda c, t, s: ref_focal(c, t, s, 0.5, 0.25)),
     "focal_class_alpha": (focal, {"gamma": 1.5, "alpha": [0.1, 0.2, 0.3, 0.4, 0.5]},
                           lambda c, t, s: ref_focal(c, t, s, 1.5, [0.1, 0.2, 0.3, 0.4, 0.5])),
+    # Poly-1 (Leng et al., Eq. 3): CE + epsilon (1 - p_t), p_t from the explicit log-sum-exp
+    "poly1": (poly1, {"epsilon": 1.0}, lambda c, t, s: ref_poly1(c, t, s, 1.0)),
+    "poly1_eps_neg": (poly1, {"epsilon": -0.5}, lambda c, t, s: ref_poly1(c, t, s, -0.5)),
 }
+
+
+def test_every_registered_loss_has_a_closed_form_case():
+    assert set(SIX) <= {fn.__name__ for fn, _, _ in CASES.values()}
 
 
 def rand_inputs(seed: int, n: int = N, c: int = C, lo: float = -0.99, hi: float = 0.99):
@@ -437,6 +455,7 @@ GRAD_KWARGS = {
     "l_softmax": {"scale": 1.5},
     "sphereface": {"scale": 1.5, "lambda_": 2.0},
     "focal": {"scale": 3.0, "gamma": 2.0},
+    "poly1": {"scale": 3.0, "epsilon": 2.0},
 }
 
 
@@ -468,6 +487,7 @@ VMAP_KWARGS = {
     "l_softmax": {"lambda_": 1.0},
     "sphereface": {"scale": 2.0},
     "focal": {"scale": 4.0, "alpha": [0.5, 1.0, 1.5, 2.0, 2.5]},
+    "poly1": {"scale": 4.0, "epsilon": 1.5},
 }
 
 
@@ -514,6 +534,7 @@ MODULES = {
     "cosface": (CosFaceLoss, "both", {"m": 0.4}),
     "arcface": (ArcFaceLoss, "both", {"m": 0.3, "easy_margin": True}),
     "focal": (FocalLoss, "none", {"gamma": 1.0, "alpha": 0.5}),
+    "poly1": (Poly1Loss, "none", {"epsilon": 0.5}),
 }
 
 
@@ -576,7 +597,7 @@ def test_registry_lists_and_gets():
     names = baselines.available()
     assert set(SIX) <= set(names) and names == sorted(names)
     fns = {"cross_entropy": cross_entropy, "l_softmax": l_softmax, "sphereface": sphereface,
-           "cosface": cosface, "arcface": arcface, "focal": focal}
+           "cosface": cosface, "arcface": arcface, "focal": focal, "poly1": poly1}
     for name in SIX:
         entry = baselines.get(name)
         assert isinstance(entry, baselines.BaselineLoss)
@@ -625,3 +646,31 @@ def test_register_rejects_duplicate_name_and_returns_object():
         registry._REGISTRY.pop("_test_tmp", None)
         registry._REGISTRY.pop("_test_tmp2", None)
     assert "_test_tmp" not in baselines.available() and "_test_tmp2" not in baselines.available()
+
+
+# --------------------------------------------------------------------------- PolyLoss
+
+
+def test_poly1_epsilon_zero_is_cross_entropy_and_grid_moves_it():
+    cos, target, _ = rand_inputs(5)
+    torch.testing.assert_close(poly1(cos, target, 8.0, epsilon=0.0), F.cross_entropy(8.0 * cos, target), rtol=1e-15, atol=0)
+    p_t = torch.softmax(8.0 * cos, dim=-1).gather(1, target[:, None]).squeeze(1)
+    for eps in (-1.0, 0.5, 2.0):
+        expected = F.cross_entropy(8.0 * cos, target, reduction="none") + eps * (1 - p_t)
+        torch.testing.assert_close(poly1(cos, target, 8.0, epsilon=eps, reduction="none"), expected)
+
+
+def test_training_loss_binds_hyper_parameters_and_rejects_unknown_ones():
+    cos, target, _ = rand_inputs(6)
+    loss = baselines.get("cosface").training_loss(m=0.2)
+    torch.testing.assert_close(loss(cos, target, 10.0), cosface(cos, target, 10.0, m=0.2))
+    with pytest.raises(ValueError, match="no hyper-parameter 'margin'.*it has: m"):
+        baselines.get("cosface").training_loss(margin=0.2)
+
+
+def test_sphereface_training_loss_anneals_lambda_per_call():
+    cos, target, _ = rand_inputs(7)
+    loss = baselines.get("sphereface").training_loss()
+    for it in range(3):
+        expected = sphereface(cos, target, 2.0, lambda_=sphereface_lambda(it))
+        torch.testing.assert_close(loss(cos, target, 2.0), expected)

@@ -1,4 +1,4 @@
-"""benchmarks/perf/gpu.py (the GPU speed figures of issue 5), as a dry run on the CPU (--quick):
+"""benchmarks/perf/gpu.py (the GPU speed figures), as a dry run on the CPU (--quick):
 every row it promises, ratios, provenance, the epoch and Table 2 formulas, error rows, and the
 one-line refusal without a CUDA device."""
 import csv

@@ -32,7 +32,7 @@ def test_smoke_table_writes_rows_report_and_skips_existing(tmp_path):
         assert key in prov
     assert "method=learn" in prov["overrides"]
     history = json.loads(rows[0].with_name("seed=0.history.json").read_text())
-    assert len(history) == 2 and len(history[0]["mu"]) == 24  # 2 smoke epochs, 4M entries of mu
+    assert len(history) == 2 and len(history[0]["searcher"]["mu"]) == 24  # 2 smoke epochs, 4M entries of mu
     # the final line says where the table's CSV, Markdown and figures are
     last = out.stdout.strip().splitlines()[-1]
     assert "market1501 (smoke tier): CSV" in last
@@ -74,16 +74,21 @@ def test_unknown_table_is_one_line(tmp_path):
 
 
 def test_row_setting_keeps_variants_apart():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    from benchmarks.run import row_setting
+    from benchmarks.config import resumable, row_setting
 
-    assert row_setting({"noise": 0.1}, ["noise=0.1", "method=learn", "seed=2", "+table=cifar10"]) == {"noise": 0.1}
-    assert row_setting({}, ["search.sigma_is=std", "results_dir=x", "hydra.sweep.dir=y"]) == {
-        "search.sigma_is": "std"}
-    assert row_setting({"B": 8}, ["search.B=8"]) == {"B": 8}
+    assert row_setting({"noise": 0.1}, {"noise": "${noise}"}, ["noise=0.1", "method=learn", "seed=2", "+table=cifar10"]) == {
+        "noise": 0.1}
+    assert row_setting({}, {}, ["search.sigma_is=std", "results_dir=x", "hydra.sweep.dir=y"]) == {"search.sigma_is": "std"}
+    # a knob interpolated from a key already records that key's override
+    assert row_setting({"B": 8}, {"B": "${search.B}"}, ["search.B=8"]) == {"B": 8}
+    assert row_setting({"B": 8}, {"B": "${search.B}"}, ["search.M=3", "method_args.loss.epsilon=2"]) == {
+        "B": 8, "search.M": "3", "method_args.loss.epsilon": "2"}
     # where and how a run executes is not what it computes
-    assert row_setting({}, ["hydra/launcher=submitit_slurm", "search.executor=distributed", "checkpoint=false",
-                            "dataset.root=/data/m", "workers=8"]) == {}
+    assert row_setting({}, {}, ["hydra/launcher=submitit_slurm", "search.executor=distributed", "checkpoint=false",
+                                "dataset.root=/data/m", "workers=8", "dataset.megaface.batch_size=64"]) == {}
+    # the same definition decides what a checkpoint must agree on
+    cfg = {"search": {"executor": "auto", "B": 8}, "dataset": {"root": "/a", "loader": {"n": 1}}, "threads": 2, "seed": 0}
+    assert resumable(cfg) == {"search": {"B": 8}, "dataset": {"loader": {"n": 1}}, "seed": 0}
 
 
 def test_missing_dataset_is_one_line_error_and_no_row(tmp_path):

@@ -1,4 +1,4 @@
-"""Datasets of the benchmark suite, by tier (DESIGN.md, "Tiers", "Evaluation protocols").
+"""Datasets of the benchmark suite, by tier (ARCHITECTURE.md, "Tiers", "Evaluation protocols").
 
 ``load(name, **kwargs)`` dispatches to the loader of ``name``; ``available()`` lists the names.
 

@@ -1,6 +1,6 @@
 """CIFAR-10 for the full tier (the paper's CIFAR-10 table, with and without label noise).
 
-Protocol (DESIGN.md, "Evaluation protocols" -> CIFAR-10): top-1 test error on the 10,000 test
+Protocol (ARCHITECTURE.md, "Evaluation protocols" -> CIFAR-10): top-1 test error on the 10,000 test
 images; label noise = symmetric flips to another class at a given ratio with a fixed seed, on
 training labels only (:func:`benchmarks.data.noise.symmetric_label_noise`). AM-LFS's reward
 split (Algorithm 1) is a clean validation set of ``val_size`` images held out from the 50,000

@@ -1,6 +1,6 @@
 """In-memory dataset containers shared by the mini tier and the harness.
 
-Two shapes cover every table of the paper (DESIGN.md, "Evaluation protocols", "Tiers"):
+Two shapes cover every table of the paper (ARCHITECTURE.md, "Evaluation protocols", "Tiers"):
 
 * :class:`ClassificationData` for the CIFAR-10 tables and their mini analogues (digits, mnist1d):
   a training split (label noise, if any, is applied to it only), a CLEAN validation split held

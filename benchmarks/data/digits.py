@@ -1,6 +1,6 @@
 """scikit-learn's 8x8 digits for the mini/smoke tiers: a CPU-scale CIFAR-10 analogue.
 
-Protocol (DESIGN.md, "Tiers" -> mini/smoke; "Evaluation protocols" -> CIFAR-10): the 1,797
+Protocol (ARCHITECTURE.md, "Tiers" -> mini/smoke; "Evaluation protocols" -> CIFAR-10): the 1,797
 images ship with scikit-learn (``sklearn.datasets.load_digits``, no download). A stratified test
 split is drawn first, then a clean validation split (the AM-LFS reward) is held out of the rest;
 symmetric label noise, if asked for, is applied to the remaining training labels only.

@@ -1,7 +1,7 @@
 """The one error type for missing or malformed datasets.
 
 Every loader in :mod:`benchmarks.data` raises :class:`DatasetError` when the data on disk is absent
-or does not have the layout of the protocol it implements (DESIGN.md, "Evaluation protocols"). The
+or does not have the layout of the protocol it implements (ARCHITECTURE.md, "Evaluation protocols"). The
 message is a single line that names the dataset, the path that was looked at, what is wrong, and
 the layout that was expected, e.g.::
 

@@ -1,7 +1,9 @@
-"""Face data on disk (full tier, the paper's face tables): CASIA-WebFace training images and the
-MegaFace devkit's feature-file and template-list formats.
+"""Face data on disk (full tier, the paper's face tables): CASIA-WebFace training images and
+MegaFace Challenge 1's evaluation data. The devkit's file formats are in :mod:`.megaface_devkit`,
+the noise lists in :mod:`.face_noise`, the input pipeline in :mod:`.face_transforms`; their names
+are importable from here too.
 
-Protocol (DESIGN.md, "Evaluation protocols" -> MegaFace): models are trained on CASIA-WebFace and
+Protocol (ARCHITECTURE.md, "Evaluation protocols" -> MegaFace): models are trained on CASIA-WebFace and
 evaluated by MegaFace Challenge 1: FaceScrub probes against 10^6 distractors, rank-1
 identification; features are flip-summed and L2-normalized; results must say whether the
 distractor noise was cleaned. The evaluation itself lives in ``benchmarks.evaluation``; this
@@ -14,34 +16,6 @@ CASIA-WebFace
     ``.jpg``/``.jpeg``/``.png`` files are read (case-insensitive). A missing root, no identity
     folder, or an identity folder without images raises :class:`DatasetError`. Optionally
     ``num_val_ids`` identities are held out (seeded) as a validation set for the AM-LFS reward.
-
-MegaFace devkit feature files (confirmed from code that interoperates with the devkit)
-    The devkit's ``run_experiment.py`` looks up the feature of image ``<path>`` from a template
-    list as ``os.path.join(feature_dir, path + file_ending)``; its help text gives the example
-    ``11084833664_0.jpg_LBP_100x100.bin`` for the file ending ``_LBP_100x100.bin``. Each ``.bin``
-    is an OpenCV matrix: a 16-byte header of FOUR little-endian int32 ``rows, cols, stride,
-    type`` (``stride = cols * element size`` in bytes; ``type`` 5 = CV_32F, 6 = CV_64F) followed
-    by ``rows * stride`` bytes of row-major data. A feature vector of dimension d is stored as
-    ``rows=d, cols=1``. Sources: the ``read_mat``/``write_mat`` helpers (``struct.unpack('iiii')``)
-    circulated with MegaFace tooling, and insightface's ``remove_noises.py``, whose output the
-    devkit consumes (header ``struct.pack('4i', d, 1, 4, 5)``). We did not inspect the devkit's
-    C++ reader itself. NOTE: a brief for this module described a 3-int header (rows, cols, type);
-    every writer we found uses the 4-int header above, which is what is implemented.
-    :func:`read_feature_bin` is strict: a short header, an unknown type, a stride that is not
-    ``cols * element size``, a truncated payload or trailing bytes raise :class:`DatasetError`.
-
-MegaFace devkit template lists (confirmed keys; path styles partly confirmed)
-    JSON objects. The probe list ``templatelists/facescrub_features_list.json`` has ``"path"``
-    (image paths relative to the FaceScrub image root, ``<identity>/<file>``) and ``"id"`` (the
-    identity of each path, parallel to ``"path"``). The distractor lists
-    ``templatelists/megaface_features_list.json_<size>_<set>`` (size 10 .. 1000000; set 1 is the
-    one used by the challenge's tools) have ``"path"`` (paths relative to the MegaFace image root,
-    three levels such as ``<a>/<b>/<file>.jpg``); we did not confirm whether they carry other keys
-    and ignore any. Confirmed from the devkit's ``run_experiment.py`` (reads ``["path"]`` from both)
-    and from third-party Python re-implementations (read ``["path"]`` and ``["id"]`` from the
-    FaceScrub list). We could not inspect the devkit's C++ ``FuseResults`` (it reads ``"id"``
-    from the probe list to know which probes match), so the types of ``"id"`` values (names or
-    ints) are accepted as either and returned as strings.
 
 MegaFace Challenge 1 on disk (full tier; :func:`load_megaface`, :func:`load_megaface_protocol`)
     ``dataset.megaface.root`` (default ``$LFS_DATA/megaface``) holds ``devkit/templatelists/``
@@ -61,9 +35,7 @@ MegaFace Challenge 1 on disk (full tier; :func:`load_megaface`, :func:`load_mega
 """
 from __future__ import annotations
 
-import json
 import os
-import struct
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
@@ -72,6 +44,11 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .face_noise import (FACESCRUB_NOISE_ACTIONS, facescrub_key, facescrub_noise_mask, megaface_noise_mask,
+                         read_facescrub_noises, read_megaface_noises)
+from .face_transforms import FACE_MEAN, FACE_STD, CenterCropToAspect, face_transforms
+from .megaface_devkit import (CV_TYPES, feature_file, load_features, megaface_list_name, read_facescrub_list,
+                              read_feature_bin, read_feature_vector, read_megaface_list, write_feature_bin)
 
 __all__ = ["IMAGE_EXTENSIONS", "list_image_folder", "ImageFolderDataset", "FaceImageData",
            "load_casia_webface", "read_feature_bin", "write_feature_bin", "read_feature_vector",
@@ -83,7 +60,6 @@ __all__ = ["IMAGE_EXTENSIONS", "list_image_folder", "ImageFolderDataset", "FaceI
            "megaface_options"]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png")
-CV_TYPES = {5: np.dtype("<f4"), 6: np.dtype("<f8")}  # CV_32F, CV_64F (single channel)
 _CASIA = "CASIA-WebFace"
 
 
@@ -204,229 +180,7 @@ def load_casia_webface(root: str | os.PathLike, transform: Callable | None = Non
                          num_classes=len(keep), classes=[classes[i] for i in keep], info=info)
 
 
-# --------------------------------------------------------------------------- MegaFace devkit
-_BIN = "MegaFace feature file"
-_BIN_LAYOUT = ("int32 rows, cols, stride (= cols * 4 or 8 bytes), type (5 = CV_32F, 6 = CV_64F), "
-               "then rows * stride bytes, little-endian")
-
-
-def read_feature_bin(path: str | os.PathLike) -> np.ndarray:
-    """Read a MegaFace devkit feature file (``<image name><file ending>.bin``).
-
-    Returns the stored matrix, shape ``(rows, cols)`` (a d-dim feature is ``(d, 1)``; see
-    :func:`read_feature_vector`), dtype float32 or float64 as stored.
-    """
-    path = os.fspath(path)
-    try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except OSError:
-        raise DatasetError(_BIN, path, "not found", _BIN_LAYOUT) from None
-    if len(raw) < 16:
-        raise DatasetError(_BIN, path, f"truncated header ({len(raw)} of 16 bytes)", _BIN_LAYOUT)
-    rows, cols, stride, cv_type = struct.unpack("<4i", raw[:16])
-    if cv_type not in CV_TYPES:
-        raise DatasetError(_BIN, path, f"has unsupported cv type {cv_type}", _BIN_LAYOUT)
-    dt = CV_TYPES[cv_type]
-    if rows < 0 or cols < 0 or stride != cols * dt.itemsize:
-        raise DatasetError(_BIN, path, f"has a malformed header (rows={rows}, cols={cols}, "
-                           f"stride={stride}, type={cv_type})", _BIN_LAYOUT)
-    need = rows * stride
-    have = len(raw) - 16
-    if have < need:
-        raise DatasetError(_BIN, path, f"truncated ({have} of {need} data bytes)", _BIN_LAYOUT)
-    if have > need:
-        raise DatasetError(_BIN, path, f"has {have - need} trailing bytes", _BIN_LAYOUT)
-    out = np.frombuffer(raw, dtype=dt, count=rows * cols, offset=16).reshape(rows, cols)
-    return out.astype(np.float32 if cv_type == 5 else np.float64)  # native byte order, writable
-
-
-def read_feature_vector(path: str | os.PathLike) -> np.ndarray:
-    """A feature file as a flat float32 vector."""
-    return read_feature_bin(path).reshape(-1).astype(np.float32)
-
-
-def write_feature_bin(path: str | os.PathLike, array) -> None:
-    """Write ``array`` in the devkit's format: 1-D (d,) as ``rows=d, cols=1``, 2-D as is;
-    float64 stays CV_64F, anything else is written as float32 (CV_32F)."""
-    a = np.asarray(array)
-    if a.ndim == 1:
-        a = a.reshape(-1, 1)
-    if a.ndim != 2:
-        raise ValueError(f"a feature must be 1-D or 2-D, got shape {a.shape}")
-    a = np.ascontiguousarray(a, dtype="<f8" if a.dtype == np.float64 else "<f4")
-    cv_type = 6 if a.dtype.itemsize == 8 else 5
-    rows, cols = a.shape
-    with open(os.fspath(path), "wb") as f:
-        f.write(struct.pack("<4i", rows, cols, cols * a.dtype.itemsize, cv_type))
-        f.write(a.tobytes())
-
-
-def _read_json_list(path: str | os.PathLike, what: str, need: Sequence[str]) -> dict:
-    path = os.fspath(path)
-    layout = "a JSON object with " + " and ".join(f'"{k}": [...]' for k in need)
-    try:
-        with open(path, encoding="utf-8") as f:
-            obj = json.load(f)
-    except FileNotFoundError:
-        raise DatasetError(what, path, "not found", layout) from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise DatasetError(what, path, f"is not valid JSON ({type(e).__name__})", layout) from None
-    if not isinstance(obj, dict) or any(not isinstance(obj.get(k), list) for k in need):
-        raise DatasetError(what, path, "is malformed", layout)
-    if any(not isinstance(p, str) for p in obj["path"]):
-        raise DatasetError(what, path, "has non-string paths", layout)
-    return obj
-
-
-def read_facescrub_list(path: str | os.PathLike) -> tuple[list[str], list[str]]:
-    """``(paths, ids)`` of the devkit's FaceScrub probe list (``facescrub_features_list.json``)."""
-    obj = _read_json_list(path, "MegaFace probe list", ("path", "id"))
-    if len(obj["path"]) != len(obj["id"]):
-        raise DatasetError("MegaFace probe list", os.fspath(path),
-                           f"has {len(obj['path'])} paths but {len(obj['id'])} ids",
-                           'parallel "path" and "id" lists')
-    return list(obj["path"]), [str(i) for i in obj["id"]]
-
-
-def read_megaface_list(path: str | os.PathLike) -> list[str]:
-    """Paths of a devkit distractor list (``megaface_features_list.json_<size>_<set>``)."""
-    return list(_read_json_list(path, "MegaFace distractor list", ("path",))["path"])
-
-
-def megaface_list_name(size: int, set_index: int = 1) -> str:
-    """File name of the devkit's distractor list of ``size`` images (set ``set_index``)."""
-    return f"megaface_features_list.json_{int(size)}_{int(set_index)}"
-
-
-def feature_file(feature_root: str | os.PathLike, image_path: str, file_ending: str) -> str:
-    """Where the devkit expects the feature of ``image_path``: ``feature_root/image_path +
-    file_ending`` (e.g. ``_r100.bin``)."""
-    return os.path.join(os.fspath(feature_root), image_path + file_ending)
-
-
-def load_features(feature_root: str | os.PathLike, image_paths: Sequence[str], file_ending: str
-                  ) -> np.ndarray:
-    """Stack the feature vectors of ``image_paths`` into a float32 ``(N, d)`` array."""
-    feats = [read_feature_vector(feature_file(feature_root, p, file_ending)) for p in image_paths]
-    if not feats:
-        return np.zeros((0, 0), dtype=np.float32)
-    dims = {f.shape[0] for f in feats}
-    if len(dims) != 1:
-        raise DatasetError(_BIN, os.fspath(feature_root), f"has features of different sizes {sorted(dims)}",
-                           "one feature dimension for all images")
-    return np.stack(feats)
-
-
-# --------------------------------------------------------------------------- preprocessing
-# SphereFace / CosFace: aligned 112x96 crops, pixels mapped to (p - 127.5) / 128, mirrored at
-# random for training. ToTensor gives p / 255, so Normalize(0.5, 128 / 255) is that mapping.
-FACE_MEAN = (0.5, 0.5, 0.5)
-FACE_STD = (128 / 255,) * 3
-FITS = ("resize", "center_crop")
-
-
-class CenterCropToAspect:
-    """Crop the centre of a PIL image to the aspect ratio ``h : w`` (e.g. 112x112 aligned crops
-    to 112x96); picklable, for DataLoader workers."""
-
-    def __init__(self, h: int, w: int):
-        self.h, self.w = int(h), int(w)
-
-    def __call__(self, img):
-        W, H = img.size
-        if H * self.w > W * self.h:  # too tall
-            nh = round(W * self.h / self.w)
-            top = (H - nh) // 2
-            return img.crop((0, top, W, top + nh))
-        nw = round(H * self.w / self.h)
-        left = (W - nw) // 2
-        return img.crop((left, 0, left + nw, H))
-
-    def __repr__(self) -> str:
-        return f"CenterCropToAspect({self.h}, {self.w})"
-
-
-def face_transforms(input_size: Sequence[int] = (112, 96), fit: str = "resize") -> dict:
-    """``{"train_transform", "test_transform"}`` for aligned face crops: brought to
-    ``input_size`` (``fit="resize"``, or ``"center_crop"`` to the aspect ratio first, e.g. for
-    112x112 crops), ``(p - 127.5) / 128``; training adds a random horizontal flip. Test features
-    are flip-summed by the evaluation, not here."""
-    from torchvision import transforms as T
-
-    if fit not in FITS:
-        raise ValueError(f"dataset.fit must be one of {', '.join(FITS)}, got {fit!r}")
-    h, w = (int(d) for d in input_size)
-    size = ([CenterCropToAspect(h, w)] if fit == "center_crop" else []) + [T.Resize((h, w))]
-    norm = [T.ToTensor(), T.Normalize(FACE_MEAN, FACE_STD)]
-    return {"train_transform": T.Compose(size + [T.RandomHorizontalFlip()] + norm),
-            "test_transform": T.Compose(size + norm)}
-
-
 # --------------------------------------------------------------------------- MegaFace protocol
-_MF_NOISE = "MegaFace noise list"
-_FS_NOISE = "FaceScrub noise list"
-_MF_NOISE_LAYOUT = ("a text file, one distractor per line as its path relative to the MegaFace image root "
-                    "(<a>/<b>/<file>.jpg) or '<anything>\\t<path>', '#' comment lines "
-                    "(insightface's megaface_noises.txt)")
-_FS_NOISE_LAYOUT = ("a text file, one FaceScrub image file name per line (e.g. Aaron_Eckhart_221.png), "
-                    "'#' comment lines (insightface's facescrub_noises.txt)")
-FACESCRUB_NOISE_ACTIONS = ("center", "remove")
-
-
-def _noise_lines(path: str | os.PathLike, what: str, layout: str) -> list[str]:
-    path = os.fspath(path)
-    try:
-        with open(path, encoding="utf-8") as f:
-            lines = [ln.rstrip("\r\n") for ln in f]
-    except FileNotFoundError:
-        raise DatasetError(what, path, "not found", layout) from None
-    except (OSError, UnicodeDecodeError) as e:
-        raise DatasetError(what, path, f"is unreadable ({type(e).__name__})", layout) from None
-    out = [ln for ln in lines if ln.strip() and not ln.startswith("#")]
-    if not out:
-        raise DatasetError(what, path, "has no entries", layout)
-    return out
-
-
-def _last3(path: str) -> str:
-    return "/".join(path.replace("\\", "/").strip().split("/")[-3:])
-
-
-def read_megaface_noises(path: str | os.PathLike) -> set[str]:
-    """Distractor paths of a MegaFace noise list, reduced to their last three components
-    (``<a>/<b>/<file>``), as insightface's ``remove_noises.py`` compares them. A line with a tab
-    holds the path in its second field (the same script's rule)."""
-    out = set()
-    for ln in _noise_lines(path, _MF_NOISE, _MF_NOISE_LAYOUT):
-        fields = ln.strip().split("\t")
-        out.add(_last3(fields[1] if len(fields) > 1 else fields[0]))
-    return out
-
-
-def facescrub_key(name: str) -> str:
-    """Match key of a FaceScrub image: its file name without extension, spaces and underscores
-    (noise lists and template lists spell the same image differently, e.g. ``Aaron_Eckhart_221.png``
-    vs ``Aaron Eckhart_221.jpg``; the number is the image's FaceScrub id)."""
-    base = os.path.splitext(os.path.basename(name.replace("\\", "/").strip()))[0]
-    return base.replace(" ", "").replace("_", "")
-
-
-def read_facescrub_noises(path: str | os.PathLike) -> set[str]:
-    """:func:`facescrub_key` of every image of a FaceScrub noise list."""
-    return {facescrub_key(ln) for ln in _noise_lines(path, _FS_NOISE, _FS_NOISE_LAYOUT)}
-
-
-def megaface_noise_mask(distractor_paths: Sequence[str], noises: set[str]) -> np.ndarray:
-    """Boolean mask of the distractor list entries named by a MegaFace noise list."""
-    return np.array([_last3(p) in noises for p in distractor_paths], dtype=bool)
-
-
-def facescrub_noise_mask(probe_paths: Sequence[str], noises: set[str]) -> np.ndarray:
-    """Boolean mask of the probe list entries named by a FaceScrub noise list."""
-    return np.array([facescrub_key(p) in noises for p in probe_paths], dtype=bool)
-
-
 def _check_images(root: str, rel_paths: Sequence[str], what: str, list_path: str) -> list[str]:
     if not os.path.isdir(root):
         raise DatasetError(what, root, "not found",

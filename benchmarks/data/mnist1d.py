@@ -1,6 +1,6 @@
 """MNIST-1D (Greydanus, 2020) for the mini tier: the CPU-scale analogue of the CIFAR-10 tables.
 
-Protocol (DESIGN.md, "Tiers" -> mini; "Evaluation protocols" -> CIFAR-10): the data set is
+Protocol (ARCHITECTURE.md, "Tiers" -> mini; "Evaluation protocols" -> CIFAR-10): the data set is
 generated offline by the ``mnist1d`` package (``make_dataset`` with ``args.num_samples`` and
 ``args.seed``), no download. Its own train/test split (``train_split=0.8``) gives our test set;
 a clean validation split (the AM-LFS reward) is held out of its training part; symmetric label

@@ -1,6 +1,6 @@
 """Label noise and hold-out splits, seeded and exact.
 
-Implements two pieces of the protocols in DESIGN.md ("Evaluation protocols"):
+Implements two pieces of the protocols in ARCHITECTURE.md ("Evaluation protocols"):
 
 * CIFAR-10 label noise: "symmetric flips to any other class at a given ratio, with a fixed seed,
   training labels only". :func:`symmetric_label_noise` flips EXACTLY ``round(ratio * n)`` labels

@@ -1,6 +1,6 @@
 """Market-1501 and DukeMTMC-reID on disk (full tier, the paper's re-ID tables).
 
-Protocol (DESIGN.md, "Evaluation protocols" -> Re-ID), as torchreid's dataset classes read it:
+Protocol (ARCHITECTURE.md, "Evaluation protocols" -> Re-ID), as torchreid's dataset classes read it:
 
 * layout: ``<root>/Market-1501-v15.09.15/`` (or ``<root>`` itself) and
   ``<root>/DukeMTMC-reID/`` (or ``<root>``), each with ``bounding_box_train/``, ``query/`` and

@@ -1,6 +1,6 @@
 r"""A synthetic open-set identity set: the mini-tier analogue of re-ID and face recognition.
 
-Protocol (DESIGN.md, "Tiers" -> mini: "a documented synthetic many-identity set for the face and
+Protocol (ARCHITECTURE.md, "Tiers" -> mini: "a documented synthetic many-identity set for the face and
 re-ID analogues"; "Evaluation protocols" -> Re-ID and MegaFace). It reproduces the STRUCTURE of
 Market-1501 / DukeMTMC-reID (disjoint train/test identities, several cameras, one query per
 identity and camera, same-camera gallery images that the evaluation discards, pid-0 distractors

@@ -1,4 +1,4 @@
-"""Evaluation protocols of the AM-LFS tables (DESIGN.md, "Evaluation protocols").
+"""Evaluation protocols of the AM-LFS tables (ARCHITECTURE.md, "Evaluation protocols").
 
 * :mod:`.classification`: CIFAR-10 top-1 error (%).
 * :mod:`.features`: flip-summed, L2-normalized test features; distance matrices.

@@ -1,4 +1,4 @@
-"""Classification metrics for the CIFAR-10 tables (DESIGN.md, "Evaluation protocols").
+"""Classification metrics for the CIFAR-10 tables (ARCHITECTURE.md, "Evaluation protocols").
 
 The AM-LFS CIFAR-10 rows (Li et al., ICCV 2019, Tables 1-3) report the **top-1 test error in
 percent**: ``100 * (number of test images whose highest-scoring class is not the label) / N``.

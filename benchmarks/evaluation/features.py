@@ -1,6 +1,6 @@
 """Feature extraction and distance matrices for the retrieval protocols (re-ID, MegaFace).
 
-Protocol (DESIGN.md, "Evaluation protocols"; SphereFace / CosFace / ArcFace MegaFace scripts):
+Protocol (ARCHITECTURE.md, "Evaluation protocols"; SphereFace / CosFace / ArcFace MegaFace scripts):
 the test feature of an image is ``f(x) + f(flip(x))`` (the embedding of the image plus the
 embedding of its horizontal mirror, "flip-summed"), then L2-normalized. For NCHW image batches
 the horizontal flip is along the last dimension, hence the default ``flip_dims=(-1,)``.

@@ -1,7 +1,7 @@
 """MegaFace challenge 1 identification (FaceScrub probes vs. distractors), rank-1 rate.
 
 Protocol (Kemelmacher-Shlizerman et al., "The MegaFace Benchmark: 1 Million Faces for
-Recognition at Scale", CVPR 2016; DESIGN.md, "Evaluation protocols"; the AM-LFS MegaFace row):
+Recognition at Scale", CVPR 2016; ARCHITECTURE.md, "Evaluation protocols"; the AM-LFS MegaFace row):
 for each FaceScrub identity with n images and each ordered pair (probe image i, target image
 j != i of that identity), the target j is added to the D distractors; the pair is a rank-1 hit
 if j is nearer to i than every distractor. The identification rate is

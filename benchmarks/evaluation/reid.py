@@ -1,6 +1,6 @@
 """Person re-identification evaluation: Market-1501 CMC / mAP and k-reciprocal re-ranking.
 
-Protocol (DESIGN.md, "Evaluation protocols"; the AM-LFS re-ID tables on Market-1501 and
+Protocol (ARCHITECTURE.md, "Evaluation protocols"; the AM-LFS re-ID tables on Market-1501 and
 DukeMTMC-reID, with and without "(RK)" re-ranking):
 
 * :func:`eval_market1501` reproduces torchreid's Python ``eval_market1501``

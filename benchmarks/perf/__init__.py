@@ -1,4 +1,4 @@
-"""Speed benchmarks (issue 5): the AM-LFS loss against cross entropy, the executors against each
+"""Speed benchmarks: the AM-LFS loss against cross entropy, the executors against each
 other, the auto executor, and the smoke tier's wall time.
 
     python benchmarks/perf/run.py            # everything; figures to results/perf/cpu.csv

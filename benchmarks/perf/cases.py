@@ -151,7 +151,8 @@ def mini_task(dataset: str, table: str = "cifar10", overrides: tuple[str, ...] =
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
-    from benchmarks import methods, runner
+    from benchmarks import runner
+    from benchmarks.config import build_method
 
     with initialize_config_dir(config_dir=str(ROOT / "benchmarks" / "conf"), version_base="1.3"):
         # +table: the defaults list picks the table's sweep; the dataset's own config sets the task
@@ -160,7 +161,8 @@ def mini_task(dataset: str, table: str = "cifar10", overrides: tuple[str, ...] =
     plain = OmegaConf.to_container(cfg, resolve=True)
     torch.manual_seed(0)
     data = runner.load_data(plain)
-    task = runner.make_task(plain, data, runner.model_factory(plain, data), runner.loss_factory(methods.get("learn"), plain))
+    family = build_method({**plain, "method": "learn"})["family"]
+    task = runner.make_task(plain, data, runner.model_factory(plain, data), family.loss)
     return task, plain
 
 

@@ -1,4 +1,4 @@
-"""GPU speed figures of issue 5, one command (on a machine with a CUDA GPU):
+"""GPU speed figures, one command (on a machine with a CUDA GPU):
 
     python benchmarks/perf/gpu.py                          # on cuda; writes results/perf/gpu.csv
     python benchmarks/perf/gpu.py --out "$OUT/gpu.csv"     # the same, the CSV elsewhere
@@ -57,7 +57,7 @@ What it times, on the device (wall clock around CUDA-synchronized calls, :func:`
    as the library runs it (thetas sampled on the CPU): a check that the search runs on the
    device, its error as the note if not. The timings above put the thetas on the device.
 5. ``table2_estimate``: the full Table 2 AM-LFS run on this one device, B = 32 copies x E epochs
-   (E = 182, the full tier's 64k iterations of He et al., and 200, the issue's round figure),
+   (E = 182, the full tier's 64k iterations of He et al., and 200, a round figure),
    from the fastest measured ``resnet20_epoch`` of each executor at the largest B measured:
    value = E x that epoch (the note names the row), and ``one_gpu_per_copy`` = E x the fastest
    single-model epoch, as if each copy had a device like this one (the paper: 2 GTX 1080 Ti per
@@ -98,8 +98,8 @@ NO_CUDA = "no CUDA device; pass --device cpu for a dry run"
 
 #: The paper, §4.1: "The train and test sets contain 50,000 and 10,000 images".
 CIFAR10_TRAIN_IMAGES = 50_000
-#: Issue 5's round figure for the Table 2 run ("B = 32, 200 epochs"); the full tier trains 182.
-ISSUE_EPOCHS = 200
+#: A round figure for the Table 2 run (B = 32, 200 epochs); the full tier trains 182.
+ROUND_EPOCHS = 200
 #: The paper, §4.1: "each sampled model is trained with 2 Nvidia 1080TI GPUs, so a total of 64 GPUs".
 PAPER_GPUS = "64 GPUs (2 GTX 1080 Ti per copy, the 32 copies in parallel; the paper gives no wall time)"
 
@@ -182,7 +182,7 @@ class TimedTask(lfs.SupervisedTask):
 
 
 def am_lfs_loss_fn(output, target, theta):
-    """The CIFAR table's AM-LFS loss on the head's (cos, scale), as ``runner.loss_factory``."""
+    """The CIFAR table's AM-LFS loss on the head's (cos, scale), as the piecewise-linear family's."""
     cos, scale = output
     return lfs.am_lfs_loss(cos, target, theta, scale)
 
@@ -557,7 +557,7 @@ def estimate_section(rows: Rows, proto: dict, log, quiet: bool = False) -> list[
     if single is not None:
         picks["one_gpu_per_copy"] = single + ("single",)
     epochs_from = {proto["epochs"]: "the full tier (benchmarks/conf/dataset/cifar10.yaml: 64k iterations of He et al.)",
-                   ISSUE_EPOCHS: "issue 5's round figure"}
+                   ROUND_EPOCHS: "a round figure"}
     loads = ("data loading not included" if loading is None else
              f"data loading not included (cifar10_loading: {loading:.4g} s per copy-epoch, {B} copies per epoch, "
              "overlapped with compute or not)")

@@ -1,4 +1,4 @@
-"""Speed benchmarks of issue 5, under pytest-benchmark (run: ``python benchmarks/perf/run.py``).
+"""Speed benchmarks, under pytest-benchmark (run: ``python benchmarks/perf/run.py``).
 
 Each test times a subject and its reference in paired rounds (:mod:`benchmarks.perf.cases`):
 pytest-benchmark times the rounds (its own table and JSON show the seconds of one round, subject
@@ -48,7 +48,7 @@ def test_loss_vs_cross_entropy(benchmark, perf_rows, quick, threads, N, C, s):
     perf_rows.append(cases.row("loss_autograd_vs_cross_entropy", case, old.subject_s, "F.cross_entropy fwd+bwd",
                                old.reference_s, old.ratio, None, rounds=old.rounds, threads=threads, metric="ratio",
                                note="lfs.loss.am_lfs_loss_autograd: the loss as autograd ops (the implementation "
-                                    "before issue 5), same theta and inputs"))
+                                    "before the closed-form gradient), same theta and inputs"))
     assert res.ratio > 0 and old.ratio > 0
 
 

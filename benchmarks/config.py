@@ -1,0 +1,148 @@
+"""A run's configuration: its validation (one function, used by every entry point) and its
+identity (which keys make two runs the same run, defined once).
+
+The identity of a run is (table, tier, dataset, method, setting, seed), where the *setting* is
+the table's swept knobs plus every command-line override that changes what the run computes.
+:data:`RUN_ONLY` lists the keys that do not (where output goes, how many threads, which executor:
+executors give the same result); they never enter a setting, and a checkpoint may be resumed
+under other values of them.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+#: the parts of a run's identity that are not its setting
+IDENTITY = ("table", "tier", "dataset", "method", "seed")
+
+#: keys (dotted; a key covers everything under it) that do not change what a run computes
+RUN_ONLY = ("progress", "workers", "threads", "results_dir", "force", "cache_dir", "checkpoint", "device",
+            "search.executor", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
+            "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
+            "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",
+            "dataset.megaface.megaface_noises", "dataset.megaface.facescrub_noises",
+            "dataset.megaface.check_images", "dataset.megaface.batch_size", "dataset.megaface.score_batch",
+            "dataset.megaface.features_out")
+
+OPTIMIZERS = ("sgd", "adam")
+SCHEDULES = ("cosine", "step", "constant")
+
+
+class ConfigError(ValueError):
+    """A bad configuration value; the message names the key."""
+
+
+def is_run_only(key: str) -> bool:
+    return any(key == k or key.startswith(k + ".") for k in RUN_ONLY)
+
+
+def row_setting(setting: dict, raw_setting: dict, overrides: list[str]) -> dict:
+    """The table's swept knobs plus every override that changes the computation (e.g.
+    ``search.sigma_is=std`` on a table that does not sweep it), so that variants of a table never
+    share a result row. ``raw_setting``: the table's ``setting`` before interpolation; a knob
+    written ``${search.B}`` already records the override ``search.B``."""
+    captured = {v[2:-1] for v in raw_setting.values() if isinstance(v, str) and v.startswith("${") and v.endswith("}")}
+    out = dict(setting)
+    for o in overrides:
+        key, _, value = o.lstrip("+~").partition("=")
+        if (key.startswith(("hydra.", "hydra/")) or not value or key in IDENTITY or is_run_only(key)
+                or key in setting or key in captured):
+            continue
+        out[key] = value
+    return out
+
+
+def resumable(cfg: dict) -> dict:
+    """The part of a run's config a checkpoint must agree on (:data:`RUN_ONLY` removed)."""
+    def strip(d: dict, prefix: str) -> dict:
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if is_run_only(key):
+                continue
+            out[k] = strip(v, key + ".") if isinstance(v, dict) else v
+        return out
+
+    return strip(cfg, "")
+
+
+# ----------------------------------------------------------------------------- validation
+def validate(cfg: dict, check_method: bool = True) -> None:
+    """Fail fast, with one line naming the key, on values no run can use. ``check_method=False``
+    before a sweep starts: the method is usually one of the swept values."""
+    import lfs
+
+    def need(ok: bool, key: str, what: str, value: Any):
+        if not ok:
+            raise ConfigError(f"{key} {what}, got {value!r}")
+
+    s, t = cfg["search"], cfg.get("train", {})
+    need(isinstance(s["B"], int) and s["B"] >= 1, "search.B", "must be an integer >= 1", s["B"])
+    need(isinstance(s["M"], int) and s["M"] >= 1, "search.M", "must be an integer >= 1", s["M"])
+    need(isinstance(s["sigma"], (int, float)) and s["sigma"] > 0, "search.sigma", "must be > 0", s["sigma"])
+    need(isinstance(cfg["noise"], (int, float)) and 0 <= cfg["noise"] < 1, "noise", "must be in [0, 1)", cfg["noise"])
+    need(isinstance(cfg["seed"], int), "seed", "must be an integer", cfg["seed"])
+    if cfg.get("job", "train") == "train":
+        need(isinstance(t.get("epochs"), int) and t["epochs"] >= 1, "train.epochs", "must be an integer >= 1",
+             t.get("epochs"))
+        need(t.get("batch_size", 0) >= 1, "train.batch_size", "must be >= 1", t.get("batch_size"))
+        need(t.get("schedule") in SCHEDULES, "train.schedule", f"must be one of {', '.join(SCHEDULES)}",
+             t.get("schedule"))
+        need(t.get("optimizer", "sgd") in OPTIMIZERS, "train.optimizer", f"must be one of {', '.join(OPTIMIZERS)}",
+             t.get("optimizer"))
+        from benchmarks import protocols
+
+        protocol = (cfg.get("dataset") or {}).get("protocol")
+        need(protocol in protocols.available(), "dataset.protocol", f"must be one of {', '.join(protocols.available())}",
+             protocol)
+    if check_method:
+        validate_method(cfg)
+    try:
+        lfs.SearchConfig(epochs=1, B=s["B"], M=s["M"], sigma=float(s["sigma"]), sigma_is=s["sigma_is"],
+                         lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
+                         failed_reward=s["failed_reward"], executor=s["executor"], constraint=s["constraint"])
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
+
+
+def validate_method(cfg: dict) -> None:
+    """The method exists and its family, searcher or loss accept their arguments (a fit job's
+    "methods" are baseline losses with a (t, tau) form)."""
+    if cfg.get("job", "train") == "fit":
+        import baselines
+
+        known = [n for n in baselines.available() if baselines.get(n).transform is not None]
+        if cfg["method"] not in known:
+            raise ConfigError(f"method must be a baseline loss with a (t, tau) form for {cfg.get('table')}: "
+                              f"{', '.join(known)}; got {cfg['method']!r}")
+        return
+    build_method(cfg)
+
+
+def build_method(cfg: dict) -> dict:
+    """The run's method, built: ``{"method", "family", "searcher"}`` for a search, ``{"method",
+    "loss"}`` (a baselines entry and its hyper-parameters) for a fixed loss. Bad names or
+    arguments raise :class:`ConfigError` naming them."""
+    from lfs.family import make_family
+    from lfs.searcher import make_searcher
+
+    from benchmarks import methods
+
+    try:
+        method = methods.get(cfg["method"])
+        parts = methods.resolve(method, cfg)
+        if method.is_search:
+            (fname, fkw), (sname, skw) = parts["family"], parts["searcher"]
+            family = make_family(fname, **fkw)
+            searcher = make_searcher(sname, **skw)
+            searcher.setup(family)  # checks the pair (e.g. a constraint the family does not know)
+            return {"method": method, "family": family, "searcher": searcher}
+        import baselines
+
+        name, kwargs = parts["loss"]
+        if not method.teacher:
+            baselines.get(name).training_loss(**kwargs)  # checks the hyper-parameter names
+        return {"method": method, "loss": (name, kwargs)}
+    except (ValueError, TypeError) as e:
+        msg = str(e)
+        raise ConfigError(f"method: {msg}" if msg.startswith(("unknown method", "method ")) else
+                          f"method {cfg['method']!r}: {msg}") from None

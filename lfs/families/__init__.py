@@ -1,0 +1,6 @@
+"""The built-in loss families; each file registers its own (``@register_family``).
+
+* ``piecewise_linear``: AM-LFS's space (Li et al., ICCV 2019, Eq. 16-17).
+* ``search_softmax``: Search-Softmax's global and local spaces (Wang et al., ICML 2020).
+"""
+from . import piecewise_linear, search_softmax  # noqa: F401

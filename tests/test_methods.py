@@ -1,0 +1,112 @@
+"""The harness's registries: every method file builds, every dataset names a protocol, method
+arguments flow from the config, and the runner holds no branch on a dataset's or method's name."""
+import json
+import re
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hydra import compose, initialize_config_dir
+from omegaconf import OmegaConf
+
+import baselines
+from benchmarks import methods, protocols
+from benchmarks.config import ConfigError, build_method, validate
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF = ROOT / "benchmarks" / "conf"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_run import run  # noqa: E402
+
+
+def config(*overrides):
+    with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+        cfg = compose("config", overrides=["+table=megaface", "tier=smoke", *overrides])
+    return OmegaConf.to_container(cfg, resolve=True)
+
+
+@pytest.mark.parametrize("name", methods.available())
+def test_every_method_file_builds_and_validates(name):
+    method = methods.get(name)
+    assert method.description and Path(method.source).name == f"{name}.yaml"
+    cfg = config(f"method={name}", "dataset=synthetic_face")
+    validate(cfg)
+    built = build_method(cfg)
+    if method.is_search:
+        fam, srch = built["family"], built["searcher"]
+        assert fam.name == method.family["name"] and srch.name == method.searcher["name"]
+        # arguments the file leaves out come from the search group, by name
+        if "M" in fam.config():
+            assert fam.config()["M"] == cfg["search"]["M"]
+        if "sigma" in srch.config() and "sigma" not in method.searcher:
+            assert srch.config()["sigma"] == cfg["search"]["sigma"]
+    else:
+        name, kwargs = built["loss"]
+        assert name in baselines.available()
+
+
+def test_method_args_override_and_unknown_ones_name_the_key():
+    cfg = config("method=poly1", "+method_args.loss.epsilon=0.0")
+    name, kwargs = build_method(cfg)["loss"]
+    assert (name, kwargs) == ("poly1", {"epsilon": 0.0})
+    cos, y = torch.rand(6, 4, dtype=torch.float64), torch.tensor([0, 1, 2, 3, 0, 1])
+    torch.testing.assert_close(baselines.get(name).training_loss(**kwargs)(cos, y, 5.0),
+                               torch.nn.functional.cross_entropy(5.0 * cos, y), rtol=1e-15, atol=0)
+    cfg = config("method=search_softmax", "+method_args.searcher.sigmaa=0.1")
+    with pytest.raises(ConfigError, match="method_args.searcher.sigmaa: 'gaussian' has no such argument") as info:
+        build_method(cfg)
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="method: unknown method 'nope'; available: .*search_softmax"):
+        build_method(config("method=nope"))
+    with pytest.raises(ConfigError, match="no hyper-parameter 'q'"):
+        build_method(config("method=cosface", "+method_args.loss.q=1"))
+
+
+def test_a_bad_method_file_is_one_clear_line(tmp_path):
+    bad = tmp_path / "broken.yaml"
+    bad.write_text("description: x\nfamily: {name: piecewise_linear}\nsearchr: {name: gaussian}\n")
+    with pytest.raises(ValueError, match="unknown key 'searchr'"):
+        methods.load_file(bad)
+    bad.write_text("description: x\nfamily: {name: piecewise_linear}\n")
+    with pytest.raises(ValueError, match="names both a family and a searcher"):
+        methods.load_file(bad)
+
+
+def test_every_dataset_names_a_registered_protocol():
+    for path in sorted((CONF / "dataset").glob("*.yaml")):
+        ds = yaml.safe_load(path.read_text())["dataset"]
+        assert ds["protocol"] in protocols.available(), path.name
+    assert protocols.available() == ["classification", "face", "retrieval"]
+
+
+def test_harness_holds_no_branch_on_dataset_or_method_names():
+    datasets = {yaml.safe_load(p.read_text())["dataset"]["name"] for p in (CONF / "dataset").glob("*.yaml")}
+    # method names, less those that are also the Gaussian searcher's modes (the one-model path of
+    # a fixed loss is a loop of one copy in mode "select")
+    from lfs.searchers.gaussian import MODES
+
+    method_names = set(methods.available()) - set(MODES)
+    # report.py lists the tables in the paper's order; table names are not dataset names
+    for f, names in (("runner.py", datasets | method_names), ("run.py", datasets | method_names),
+                     ("config.py", datasets | method_names), ("report.py", method_names)):
+        src = (ROOT / "benchmarks" / f).read_text()
+        quoted = {n for n in names if re.search(rf"[\"']{re.escape(n)}[\"']", src)}
+        assert not quoted, f"{f} names {sorted(quoted)}"
+
+
+@pytest.mark.slow
+def test_search_softmax_and_random_softmax_run_on_the_megaface_table(tmp_path):
+    out = run(["+table=megaface", "tier=smoke", "method=search_softmax_local,random_softmax", "progress=false"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {p.parent.parent.name: json.loads(p.read_text())
+            for p in (tmp_path / "res" / "smoke" / "megaface").rglob("seed=0.json")}
+    assert set(rows) == {"search_softmax_local", "random_softmax"}
+    ss, rs = rows["search_softmax_local"], rows["random_softmax"]
+    assert set(ss["metrics"]) == {"rank1", "reid_mAP"}
+    assert ss["extra"]["family"] == "search_softmax" and ss["extra"]["searcher"] == "gaussian"
+    assert "a_i = 1 - exp(s * v_i)" in ss["extra"]["loss"] and len(ss["extra"]["final_mu"]) == 10
+    hist = json.loads((Path(rs["_path"]) if "_path" in rs else next(
+        (tmp_path / "res" / "smoke" / "megaface").rglob("random_softmax/*/seed=0.history.json"))).read_text())
+    assert all(len(h["candidates"]) == 1 for h in hist)  # one model, a factor drawn per epoch
