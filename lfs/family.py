@@ -114,6 +114,12 @@ class ParametricFamily(LossFamily):
         (a Gaussian searcher rejects the others). Default: all."""
         return torch.ones(vectors.shape[:-1], dtype=torch.bool, device=vectors.device)
 
+    def bounds(self, constraint: str) -> tuple[Tensor, Tensor] | None:
+        """``(low, high)`` when the space under ``constraint`` is a box (per entry; ``-inf`` /
+        ``inf`` for an open side): a Gaussian searcher then samples the truncated Gaussian exactly
+        (inverse CDF) instead of rejecting draws outside :meth:`in_space`. None (default): rejection."""
+        return None
+
     def describe(self, candidate) -> str:
         return f"{type(self).__name__}({', '.join(f'{float(v):.4g}' for v in torch.as_tensor(candidate).flatten())})"
 

@@ -116,6 +116,35 @@ class GaussianPolicy:
                                  "constraint='none'")
         return torch.cat(out)[:B]
 
+    def sample_truncated(self, B: int, generator: torch.Generator | None, low: Tensor, high: Tensor) -> Tensor:
+        """B draws (B x dim, float64) of ``N(mu, sigma I)`` truncated to the box ``[low, high]``
+        (per entry; ``-inf`` / ``inf`` for an open side), by the inverse CDF: exact, one uniform per
+        entry, and it never fails, however far mu has moved from the box. (An isotropic Gaussian
+        truncated to a box is a product of one-dimensional truncated normals, so the entries are
+        drawn independently.) A side-less entry is the plain Gaussian.
+
+        With only a lower bound, the draw is taken from the upper tail's survival function
+        (``x = mu - sigma ndtri(u S(alpha))``, S from ``log_ndtr``), which keeps its precision where
+        mu lies many sigmas below the bound; past ~37 sigmas, where S underflows, the tail's
+        exponential limit ``low + Exp(alpha / sigma)``.
+        """
+        low = torch.as_tensor(low, dtype=torch.float64).expand(self.dim)
+        high = torch.as_tensor(high, dtype=torch.float64).expand(self.dim)
+        mu, std = self.mu.detach(), self.std
+        u = 1.0 - torch.rand(B, self.dim, generator=generator, dtype=torch.float64)  # in (0, 1]
+        alpha, beta = (low - mu) / std, (high - mu) / std
+        lower_only = torch.isinf(high) & torch.isfinite(low)
+        # lower bound only: x = mu + sigma Phi^-1(1 - u S(alpha)), S = 1 - Phi
+        tail = mu - std * torch.special.ndtri(u * torch.exp(torch.special.log_ndtr(-alpha)))
+        # past ~37 sigmas S(alpha) underflows: the tail is then exponential, low + Exp(alpha / sigma)
+        far = low - std / alpha.clamp_min(1.0) * torch.log(u)
+        tail = torch.where(torch.isfinite(tail), tail, far)
+        # both (or no) bounds: x = mu + sigma Phi^-1(Phi(alpha) + u (Phi(beta) - Phi(alpha)))
+        fa, fb = torch.special.ndtr(alpha), torch.special.ndtr(beta)
+        p = (fa + u * (fb - fa)).clamp(torch.finfo(torch.float64).tiny, 1.0 - torch.finfo(torch.float64).eps)
+        box = mu + std * torch.special.ndtri(p)
+        return torch.where(lower_only, tail, box).clamp(low, high)
+
     def log_prob(self, thetas: Tensor) -> Tensor:
         """``log g(theta; mu, sigma)`` per sample (differentiable w.r.t. mu)."""
         diff = thetas.to(torch.float64) - self.mu

@@ -272,3 +272,39 @@ def test_a_family_that_cannot_stack_runs_sequential_and_auto_and_refuses_vectori
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="needs a loss family that stacks"):
         lfs.VectorizedExecutor().setup(task, 3, task.make_state(), family=fam)
+
+
+def test_truncated_sampling_is_the_truncated_normal_and_never_fails():
+    from lfs.policy import GaussianPolicy
+
+    pol = GaussianPolicy(mu=torch.zeros(3, dtype=torch.float64), sigma=0.5, sigma_is="std")
+    g = torch.Generator().manual_seed(0)
+    x = pol.sample_truncated(40000, g, torch.zeros(3), torch.full((3,), math.inf))
+    assert (x >= 0).all()
+    # half-normal: mean sigma sqrt(2/pi)
+    assert float(x.mean()) == pytest.approx(0.5 * math.sqrt(2 / math.pi), rel=0.02)
+    # mu 20 sigmas below the bound: still finite draws just above it (exponential tail ~ sigma^2/|mu|)
+    far = GaussianPolicy(mu=torch.full((10,), -10.0, dtype=torch.float64), sigma=0.5, sigma_is="std")
+    y = far.sample_truncated(1000, g, torch.zeros(10), torch.full((10,), math.inf))
+    assert torch.isfinite(y).all() and (y >= 0).all() and float(y.mean()) == pytest.approx(0.025, rel=0.2)
+    # a two-sided box
+    z = pol.sample_truncated(20000, g, torch.full((3,), -0.2), torch.full((3,), 0.3))
+    assert float(z.min()) >= -0.2 and float(z.max()) <= 0.3 and float(z.mean()) == pytest.approx(0.05, abs=0.01)
+
+
+def test_local_search_softmax_searcher_survives_a_mean_far_outside_its_space():
+    s = make_searcher("gaussian", mode="learn", sigma=0.2, sigma_is="variance")
+    s.setup(make_family("search_softmax", space="local"))
+    with torch.no_grad():
+        s.policy.mu.fill_(-3.0)
+    v = s.propose(32, torch.Generator().manual_seed(1))
+    assert v.shape == (32, 10) and (v >= 0).all() and torch.isfinite(v).all()
+
+
+def test_truncated_sampling_far_beyond_float_tails_stays_finite():
+    from lfs.policy import GaussianPolicy
+
+    pol = GaussianPolicy(mu=torch.full((2,), -100.0, dtype=torch.float64), sigma=0.5, sigma_is="std")
+    y = pol.sample_truncated(2000, torch.Generator().manual_seed(2), torch.zeros(2), torch.full((2,), math.inf))
+    # alpha = 200: the exponential tail with mean sigma / alpha = 0.0025
+    assert torch.isfinite(y).all() and (y >= 0).all() and float(y.mean()) == pytest.approx(0.0025, rel=0.1)

@@ -19,8 +19,10 @@ additive cosine margin: ``a = 1 - e^{s v}``, with s the head's scale of the same
 global space this is *exactly* CosFace with ``m = v`` (``cos_y - f = m`` makes Eq. 8's a constant),
 so v = 0 is cross entropy, v = 0.35 is CosFace's default, and a Gaussian over v has the units of
 AM-LFS's bias on the target cosine (``b^t``), which makes the two families' sigma comparable.
-``in_space(..., "positive")`` is the paper's space a <= 0 (v >= 0); ``"none"`` also admits
-v < 0 (0 < a < 1), where the loss stays defined (h p <= 1) but raises p.
+``in_space(..., "positive")`` is the paper's space a <= 0 (v >= 0), a box that a Gaussian searcher
+samples exactly by the truncated normal's inverse CDF (:meth:`bounds`; rejection would need
+2^bins draws per accepted one at mu = 0 in the local space, and fail once mu drifts below 0);
+``"none"`` also admits v < 0 (0 < a < 1), where the loss stays defined (h p <= 1) but raises p.
 
 Computed from Eq. 7 rearranged: with logits ``z = s cos`` and ``1 - a = e^{s_y v}``,
 ``-log(h p) = log(e^{z_y} + (1 - a) sum_{k != y} e^{z_k}) - z_y``, which is cross entropy with the
@@ -30,6 +32,8 @@ target logit lowered by ``s_y v``: the fused core of the margin losses
 vmappable over a batch of v (the vectorized executor).
 """
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -100,6 +104,14 @@ class SearchSoftmax(ParametricFamily):
         if constraint == "none":
             return torch.ones(vectors.shape[:-1], dtype=torch.bool, device=vectors.device)
         return (vectors >= 0).all(-1)
+
+    def bounds(self, constraint: str):
+        """The paper's space a <= 0 is the box v >= 0 (sampled exactly, see the Gaussian policy)."""
+        if constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {CONSTRAINTS} for search_softmax, got {constraint!r}")
+        if constraint == "none":
+            return None
+        return torch.zeros(self.dim, dtype=torch.float64), torch.full((self.dim,), math.inf, dtype=torch.float64)
 
     def describe(self, candidate) -> str:
         v = torch.as_tensor(candidate, dtype=torch.float64).tolist()

@@ -1,9 +1,11 @@
 """The Gaussian REINFORCE searcher (AM-LFS, Section 3.4, Eq. 19-20; Algorithm 1's outer level).
 
 Candidates are vectors of a :class:`~lfs.family.ParametricFamily` drawn from ``N(mu, sigma I)``
-(:class:`~lfs.policy.GaussianPolicy`), restricted to the family's space by rejection
-(``constraint``, the family's :meth:`~lfs.family.ParametricFamily.in_space`). ``mu`` starts at the
-family's initial mean (the cross-entropy candidate).
+(:class:`~lfs.policy.GaussianPolicy`), restricted to the family's space (``constraint``): by the
+truncated normal's inverse CDF where the space is a box (the family's ``bounds``), else by
+rejection (its ``in_space``). ``mu`` starts at the family's initial mean (the cross-entropy
+candidate). The update uses the Gaussian's score ``(theta - mu) / var``; the truncation's
+normalizer adds a term that does not depend on the draw, which zero-mean normalized rewards cancel.
 
 Modes (the paper's method and its controls, options of one searcher rather than branches of the
 loop):
@@ -91,6 +93,9 @@ class GaussianSearcher(Searcher):
         return self.policy.mu.detach()
 
     def _sample(self, B: int, generator: torch.Generator) -> Tensor:
+        box = self.family.bounds(self.constraint)
+        if box is not None:  # a box: the truncated Gaussian, exactly (never fails)
+            return self.policy.sample_truncated(B, generator, *box)
         return self.policy.sample(B, generator, constraint=lambda c: self.family.in_space(c, self.constraint))
 
     def propose(self, B: int, generator: torch.Generator) -> Tensor:
