@@ -6,17 +6,18 @@ epsilon (their Eq. 3)::
 
     L_Poly-1 = -log p_t + epsilon (1 - p_t)
 
-epsilon = 0 is cross entropy. One real parameter: a grid over epsilon is the simplest possible
-"loss search", a control for the searched families (``benchmarks/methods/poly1.yaml``).
+epsilon = 0 is cross entropy. One real parameter: a grid over epsilon, each value trained and the
+best on the validation split kept, is the simplest possible "loss search", a control for the
+searched families (``benchmarks/methods/poly1_grid.yaml``: the ``poly1`` family of :mod:`lfs` with
+the ``grid`` searcher). The loss is defined once, :func:`lfs.families.poly.poly1_loss`.
 """
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
+from lfs.families.poly import poly1_loss
 from lfs.heads import HeadLoss
-from lfs.loss import as_scale, gather_target, reduce_loss
 
 from .registry import register
 
@@ -35,8 +36,7 @@ def poly1(cos: Tensor, target: Tensor, scale=1.0, epsilon: float = 1.0, reductio
             epsilon = 0 is cross entropy; epsilon >= -1 keeps the loss decreasing in p_t).
         reduction: "mean", "sum" or "none".
     """
-    log_p = gather_target(F.log_softmax(as_scale(scale, cos) * cos, dim=-1), target)
-    return reduce_loss(-log_p + epsilon * -torch.expm1(log_p), reduction)
+    return poly1_loss(cos, target, epsilon, scale, reduction)
 
 
 def _poly1_tau(epsilon: float = 1.0):

@@ -31,7 +31,7 @@ built with :func:`make_family`. A minimal family, one scalar that scales cross e
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ClassVar, Sequence
+from typing import Any, ClassVar, Sequence
 
 import torch
 from torch import Tensor

@@ -29,7 +29,7 @@ A minimal searcher, which proposes the family's cross-entropy candidate and lear
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import Tensor

@@ -20,8 +20,10 @@ from lfs.searcher import Searcher, list_searchers, make_searcher
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from test_search import make_task, params_of  # noqa: E402
 
-FAMILY_ARGS = {"piecewise_linear": [{"M": 3}, {"M": 6}], "search_softmax": [{"space": "global"}, {"space": "local"}]}
-SEARCHER_ARGS = {"gaussian": {"mode": "learn", "sigma": 0.05, "sigma_is": "std"}, "uniform": {"low": 0.0, "high": 0.3}}
+FAMILY_ARGS = {"piecewise_linear": [{"M": 3}, {"M": 6}], "search_softmax": [{"space": "global"}, {"space": "local"}],
+               "poly1": [{}]}
+SEARCHER_ARGS = {"gaussian": {"mode": "learn", "sigma": 0.05, "sigma_is": "std"}, "uniform": {"low": 0.0, "high": 0.3},
+                 "grid": {"values": [[0.05 * i] * 10 for i in range(6)]}}
 
 
 def builtin_families():
@@ -78,7 +80,7 @@ def test_stacked_candidates_vmap_equals_loop(name, kw):
 
 
 def test_unknown_family_and_bad_arguments_name_the_problem():
-    with pytest.raises(ValueError, match="unknown loss family 'nope'; available: .*piecewise_linear, search_softmax"):
+    with pytest.raises(ValueError, match="unknown loss family .nope.; available: .*piecewise_linear, poly1, search_softmax"):
         make_family("nope")
     with pytest.raises(ValueError, match="space must be one of"):
         make_family("search_softmax", space="galactic")
@@ -308,3 +310,21 @@ def test_truncated_sampling_far_beyond_float_tails_stays_finite():
     y = pol.sample_truncated(2000, torch.Generator().manual_seed(2), torch.zeros(2), torch.full((2,), math.inf))
     # alpha = 200: the exponential tail with mean sigma / alpha = 0.0025
     assert torch.isfinite(y).all() and (y >= 0).all() and float(y.mean()) == pytest.approx(0.0025, rel=0.1)
+
+
+def test_poly1_family_is_the_baseline_and_the_grid_keeps_the_best_copy():
+    fam = make_family("poly1")
+    (cos, s), y = head_output(5)
+    for eps in (-1.0, 0.5, 2.0):
+        torch.testing.assert_close(fam.loss((cos, s), y, torch.tensor([eps], dtype=torch.float64)),
+                                   baselines.poly1(cos, y, s, epsilon=eps), rtol=0, atol=0)
+    assert fam.in_space(torch.tensor([[-1.0], [-1.5]], dtype=torch.float64), "positive").tolist() == [True, False]
+    task = make_task()
+    task.loss_fn = fam.loss
+    grid = make_searcher("grid", values=[-1.0, 0.0, 2.0])
+    res = LossSearch(task, SearchConfig(epochs=2, B=3, seed=1), family=fam, searcher=grid).run()
+    assert [r.candidates for r in res.history] == [[[-1.0], [0.0], [2.0]]] * 2
+    last = res.history[-1]
+    assert last.chosen == max(range(3), key=lambda i: (last.rewards[i], -i))
+    with pytest.raises(ValueError, match="the grid has 3 points but search.B=4"):
+        LossSearch(task, SearchConfig(epochs=1, B=4), family=fam, searcher=make_searcher("grid", values=[0, 1, 2])).run()

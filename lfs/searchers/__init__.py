@@ -4,5 +4,6 @@
   Search-Softmax's reward-guided search), with the modes ``learn``, ``fixed``, ``random`` and
   ``select``.
 * ``uniform``: a fresh uniform draw every epoch, nothing learned (Random-Softmax with B = 1).
+* ``grid``: a fixed grid, one copy per point for the whole schedule, the best at the end wins.
 """
-from . import gaussian, uniform  # noqa: F401
+from . import gaussian, grid, uniform  # noqa: F401
