@@ -203,8 +203,20 @@ def test_perf_rows_merge_and_readme_table(tmp_path):
     table = markdown(path, threads="2")
     assert "| 3.50 | **no** |" in table and "1.5 min" in table and "not run" in table
     mini = mini_tier_from_rows()
-    if mini:  # the committed mini-tier rows
+    if mini:  # the committed mini-tier rows (some tables gained rows on a later day)
         assert 0 < mini[0]["value_s"] < 3600
+
+
+def test_mini_tier_spans_count_the_time_jobs_ran_not_the_days_between():
+    import datetime as dt
+
+    from benchmarks.perf.run import _union_seconds
+
+    t0 = dt.datetime(2026, 11, 23, 12, 0, 0)
+    s = dt.timedelta(seconds=1)
+    jobs = [(t0, t0 + 10 * s), (t0 + 5 * s, t0 + 20 * s),  # two at a time: 20 s
+            (t0 + dt.timedelta(days=8), t0 + dt.timedelta(days=8) + 7 * s)]  # rows added a week later
+    assert _union_seconds(jobs) == 27.0
 
 
 # ------------------------------------------------------------ the fast AM-LFS loss (lfs/loss.py)

@@ -110,3 +110,14 @@ def test_search_softmax_and_random_softmax_run_on_the_megaface_table(tmp_path):
     hist = json.loads((Path(rs["_path"]) if "_path" in rs else next(
         (tmp_path / "res" / "smoke" / "megaface").rglob("random_softmax/*/seed=0.history.json"))).read_text())
     assert all(len(h["candidates"]) == 1 for h in hist)  # one model, a factor drawn per epoch
+
+
+def test_train_optimizer_is_read_and_checked():
+    from benchmarks.runner import optimizer_factory
+
+    params = [torch.nn.Parameter(torch.zeros(2))]
+    assert isinstance(optimizer_factory(config("train.optimizer=adam"))(params), torch.optim.Adam)
+    sgd = optimizer_factory(config())(params)
+    assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
+    with pytest.raises(ConfigError, match="train.optimizer must be one of sgd, adam, got 'rmsprop'"):
+        validate(config("train.optimizer=rmsprop"))
