@@ -50,10 +50,8 @@ from . import checkpoint as ckpt
 from .executor_registry import EXECUTORS, make_executor
 from .executors import Executor
 from .family import LossFamily, make_family
-from .policy import OPTIMIZERS, SIGMA_IS
 from .search_space import CONSTRAINTS
 from .searcher import Searcher, make_searcher
-from .searchers.gaussian import FAILED_REWARD, MODES
 from .task import Task, TrainState, sample_seed
 
 log = logging.getLogger(__name__)
@@ -96,14 +94,9 @@ class SearchConfig:
         need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "must be an integer >= 1")
         need(isinstance(self.B, int) and self.B >= 1, "B", "must be an integer >= 1")
         need(isinstance(self.M, int) and self.M >= 1, "M", "must be an integer >= 1")
-        need(self.mode in MODES, "mode", f"must be one of {MODES}")
-        need(isinstance(self.sigma, (int, float)) and self.sigma > 0 and math.isfinite(self.sigma), "sigma", "must be > 0")
-        need(self.sigma_is in SIGMA_IS, "sigma_is", f"must be one of {SIGMA_IS}")
-        need(isinstance(self.lr, (int, float)) and self.lr > 0, "lr", "must be > 0")
-        need(self.policy_optimizer in OPTIMIZERS, "policy_optimizer", f"must be one of {OPTIMIZERS}")
-        need(self.failed_reward in FAILED_REWARD, "failed_reward", f"must be one of {FAILED_REWARD}")
         need(self.constraint in CONSTRAINTS, "constraint", f"must be one of {CONSTRAINTS}")
         need(self.executor in EXECUTORS, "executor", f"must be one of {EXECUTORS}")
+        default_searcher(self)  # the default searcher checks its own options (mode, sigma, lr, ...)
 
 
 @dataclass
