@@ -78,6 +78,7 @@ class GaussianPolicy:
                 raise ValueError(f"mu must be a non-empty vector, got shape {tuple(init.shape)}")
         # mu is kept in float64: it accumulates many small Adam steps.
         self.mu = init.clone().requires_grad_(True)
+        self.last_relaxed = 0  # draws of the last sample() taken outside the space (on_empty="relax")
         self.lr, self.optimizer_name = float(lr), optimizer
         opt = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
         self.optimizer = opt([self.mu], lr=self.lr)
@@ -95,25 +96,36 @@ class GaussianPolicy:
         return self.mu.numel()
 
     def sample(self, B: int, generator: torch.Generator | None = None, constraint="none",
-               max_draws: int = 100_000) -> Tensor:
+               max_draws: int = 100_000, on_empty: str = "raise") -> Tensor:
         """B thetas (B x dim, float64) drawn from ``N(mu, sigma I)``, restricted to the search
         space by rejection: ``constraint`` is a name of :func:`lfs.search_space.in_search_space`
         (``"positive"``: AM-LFS's space) or a function ``draws (n x dim) -> bool mask (n,)`` (a
         loss family's ``in_space``). Draws outside the space are discarded and redrawn, i.e. the
         Gaussian truncated to the space.
+
+        When mu has left the space, fewer than B of ``max_draws`` draws may lie in it:
+        ``on_empty="raise"`` raises ``ValueError``; ``"relax"`` completes the B samples with the
+        last raw draws (outside the space; the loss's ``invalid_tau`` handles them) and counts them
+        in :attr:`last_relaxed`, so that a search goes on and can say so.
         """
+        if on_empty not in ("raise", "relax"):
+            raise ValueError(f"on_empty must be 'raise' or 'relax', got {on_empty!r}")
         in_space = constraint if callable(constraint) else (lambda c: in_search_space(c, constraint))
-        out, drawn = [], 0
+        out, drawn, self.last_relaxed = [], 0, 0
         while sum(len(o) for o in out) < B:
             n = max(B, 64)
             noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
             cand = self.mu.detach() + self.std * noise
             out.append(cand[in_space(cand)])
             drawn += n
-            if drawn >= max_draws and sum(len(o) for o in out) < B:
-                raise ValueError(f"fewer than {B} of {drawn} draws of N(mu, sigma I) lie in the search space "
-                                 f"({getattr(constraint, '__qualname__', constraint)!r}): mu has left it; lower sigma or use "
-                                 "constraint='none'")
+            have = sum(len(o) for o in out)
+            if drawn >= max_draws and have < B:
+                if on_empty == "raise":
+                    raise ValueError(f"fewer than {B} of {drawn} draws of N(mu, sigma I) lie in the search space "
+                                     f"({getattr(constraint, '__qualname__', constraint)!r}): mu has left it; lower "
+                                     "sigma or use constraint='none'")
+                self.last_relaxed = B - have
+                out.append(cand[~in_space(cand)][: B - have])
         return torch.cat(out)[:B]
 
     def sample_truncated(self, B: int, generator: torch.Generator | None, low: Tensor, high: Tensor) -> Tensor:

@@ -233,3 +233,23 @@ def test_sampled_losses_stay_in_the_search_space():
 def test_config_errors_name_the_key(key, value):
     with pytest.raises(ValueError, match=f"search.{key}"):
         SearchConfig(**{"epochs": 1, key: value})
+
+
+def test_mu_outside_the_search_space_never_ends_the_search(caplog):
+    """A mean driven out of AM-LFS's space (negative slopes of t) used to end the run with
+    "fewer than B ... lie in the search space"; the search now goes on and says so."""
+    task = make_task()
+    s = LossSearch(task, SearchConfig(epochs=2, B=4, seed=3, sigma=0.01, sigma_is="std"))
+    with torch.no_grad():
+        s.searcher.policy.mu[:6] = -1.0  # a_t < 0: no draw of N(mu, 0.01^2) is in the space
+    with pytest.raises(ValueError, match="mu has left it"):
+        s.searcher.policy.sample(4, torch.Generator().manual_seed(0), constraint="positive", max_draws=256)
+    with caplog.at_level("WARNING"):
+        res = s.run()
+    assert [r.searcher["outside_space"] for r in res.history] == [4, 4]
+    assert s.searcher.summary()["samples_outside_space"] == 8
+    assert "mu has left the search space" in caplog.text
+    assert all(not lfs.search_space.in_search_space(torch.tensor(r.candidates)).any() for r in res.history)
+    # in the space, records and summaries keep their old shape
+    _, ok = run(make_task(), seed=1)
+    assert all("outside_space" not in r.searcher for r in ok.history)

@@ -21,9 +21,15 @@ loop):
 
 Failed samples (non-finite loss, parameters or reward) take the lowest finite reward of the
 epoch in the update (``failed_reward="min"``) or are left out of it (``"drop"``).
+
+A mean that leaves the space never ends a search: when rejection finds fewer than B draws inside
+the space, the rest are taken from the raw Gaussian (the loss's ``invalid_tau`` handles tau <= 0),
+a warning is logged, the epoch record counts them (``outside_space``) and so does the row
+(``samples_outside_space``).
 """
 from __future__ import annotations
 
+import logging
 import math
 
 import torch
@@ -32,6 +38,8 @@ from torch import Tensor
 from ..family import ParametricFamily
 from ..policy import OPTIMIZERS, SIGMA_IS, GaussianPolicy, normalize_rewards
 from ..searcher import Searcher, register_searcher, take
+
+log = logging.getLogger(__name__)
 
 MODES = ("learn", "fixed", "random", "select")
 FAILED_REWARD = ("min", "drop")
@@ -71,6 +79,7 @@ class GaussianSearcher(Searcher):
         self.policy: GaussianPolicy | None = None
         self.static: Tensor | None = None  # random mode: the B losses drawn once
         self._mu_sampled: list[float] = []
+        self.relaxed = 0  # samples drawn outside the space because mu had left it (never fatal)
 
     def setup(self, family: ParametricFamily) -> None:
         if not isinstance(family, ParametricFamily):
@@ -96,10 +105,18 @@ class GaussianSearcher(Searcher):
         box = self.family.bounds(self.constraint)
         if box is not None:  # a box: the truncated Gaussian, exactly (never fails)
             return self.policy.sample_truncated(B, generator, *box)
-        return self.policy.sample(B, generator, constraint=lambda c: self.family.in_space(c, self.constraint))
+        thetas = self.policy.sample(B, generator, constraint=lambda c: self.family.in_space(c, self.constraint),
+                                    on_empty="relax")
+        if self.policy.last_relaxed:
+            self.relaxed += self.policy.last_relaxed
+            log.warning("mu has left the search space (%s): %d of %d samples drawn outside it this epoch "
+                        "(the loss's invalid_tau handles them); the search goes on", self.constraint,
+                        self.policy.last_relaxed, B)
+        return thetas
 
     def propose(self, B: int, generator: torch.Generator) -> Tensor:
         self._mu_sampled = self.mu.tolist()
+        self._relaxed_before = self.relaxed
         if self.mode == "select":
             return self.family.stack([self.family.identity()] * B).to(torch.float64)
         if self.mode == "random":
@@ -119,21 +136,29 @@ class GaussianSearcher(Searcher):
                 r, update = rewards[~failed], take(candidates, keep)
             normalized = normalize_rewards(r).tolist()
             self.policy.update(update, r)
-        return {"mu": self._mu_sampled, "mu_next": self.mu.tolist(), "normalized_rewards": normalized}
+        record = {"mu": self._mu_sampled, "mu_next": self.mu.tolist(), "normalized_rewards": normalized}
+        if self.relaxed > self._relaxed_before:  # only where it happened: older records stay as they were
+            record["outside_space"] = self.relaxed - self._relaxed_before
+        return record
 
     def tensors(self) -> list[Tensor]:
         return self.policy.tensors()
 
     def state_dict(self) -> dict:
-        return {"policy": self.policy.state_dict(), "static": self.static}
+        return {"policy": self.policy.state_dict(), "static": self.static, "relaxed": self.relaxed}
 
     def load_state_dict(self, state: dict) -> None:
         self.policy.load_state_dict(state["policy"])
         self.static = state["static"]
+        self.relaxed = state.get("relaxed", 0)
 
     def summary(self) -> dict:
-        """``final_mu``: the learned mean (None where mu is not learned)."""
-        return {"final_mu": self.mu.tolist() if self.mode == "learn" else None}
+        """``final_mu``: the learned mean (None where mu is not learned); ``samples_outside_space``
+        where mu left the space and samples were drawn outside it (absent otherwise)."""
+        out = {"final_mu": self.mu.tolist() if self.mode == "learn" else None}
+        if self.relaxed:
+            out["samples_outside_space"] = self.relaxed
+        return out
 
     def config(self) -> dict:
         return {"mode": self.mode, "sigma": self.sigma, "sigma_is": self.sigma_is, "lr": self.lr,
