@@ -65,6 +65,8 @@ def main(cfg: DictConfig) -> None:
     env = distributed_environment()
     if env is not None and int(env["RANK"]) != 0 and not methods.get(plain["method"]).is_search:
         return  # a job of several processes: only a loss search is spread over them; rank 0 runs the rest
+    for written in (path, path.with_name(path.stem + ".history.json")):  # a kill mid-write left these
+        lfs_checkpoint.clean_temporaries(written)
     checkpoint = results.checkpoint_path(path) if plain.get("checkpoint", True) else None
     if checkpoint is not None and plain["force"]:
         lfs_checkpoint.remove(checkpoint)  # force: start over

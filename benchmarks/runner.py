@@ -127,7 +127,8 @@ class Progress:
                   f"failed {sum(r.failed)}/{len(r.failed)} ({r.seconds:.1f}s)", file=sys.stderr, flush=True)
 
     def resumed(self, epoch: int, path) -> None:
-        # always said, progress or not: the user must know the run did not start over
+        """``epoch``: the epochs done; said as the 1-based epoch the run continues with, as lfs's
+        log says it. Always said, progress or not: the user must know the run did not start over."""
         print(f"  {self.label} resumed at epoch {epoch + 1}/{self.epochs} from {path}", file=sys.stderr, flush=True)
         if self.bar is not None:
             self.bar.update(epoch)
@@ -226,8 +227,8 @@ def train_with_search(cfg: dict, built: dict, task, progress, checkpoint=None) -
     search.user_state["best"] = {"reward": -math.inf, "epoch": None, "state": None}  # early stopping's best copy
     search.user_state["config"] = run_config = resumable(cfg)
     if search.resume():
-        check_resumed_config(search.user_state.get("config"), run_config, checkpoint)
-        progress.resumed(search.epoch, checkpoint)
+        check_resumed_config(search.user_state.get("config"), run_config, search.resumed_path)
+        progress.resumed(search.epoch, search.resumed_path)
     result = search.run()
     best = search.user_state["best"]
     history = [asdict(r) for r in result.history]
@@ -255,15 +256,16 @@ def train_l2t_dlf(cfg: dict, data, task, progress, checkpoint=None) -> tuple[nn.
     g = torch.Generator().manual_seed(cfg["seed"])
     vx, vy = data.val
     history, step, start_epoch = [], 0, 0
-    saved = lfs_checkpoint.load(checkpoint) if checkpoint is not None else None
-    if saved is not None:  # resume after the last completed epoch
-        check_resumed_config(saved["config"], resumable(cfg), checkpoint)
+    found = lfs_checkpoint.load_with_source(checkpoint) if checkpoint is not None else None
+    if found is not None:  # resume after the last completed epoch
+        saved, used = found
+        check_resumed_config(saved["config"], resumable(cfg), used)
         load_train_state(state, saved["student"])
         driver.load_state_dict(saved["driver"])
         g.set_state(saved["generator"])
         history, step, start_epoch = saved["history"], saved["step"], saved["epoch"]
         lfs_checkpoint.set_rng_state(saved["rng"])
-        progress.resumed(start_epoch, checkpoint)
+        progress.resumed(start_epoch, used)
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         state.model.train()

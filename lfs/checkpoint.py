@@ -82,9 +82,30 @@ def _read(path: Path) -> Any:
     return torch.load(io.BytesIO(payload), map_location="cpu", weights_only=False)
 
 
-def load(path: str | Path) -> Any | None:
-    """The newest intact checkpoint at ``path`` (or ``<path>.prev``); None if neither file exists."""
+def clean_temporaries(path: str | Path) -> list[Path]:
+    """Delete the temporaries that a write of ``path`` (or of its ``.prev``) left behind when it was
+    killed between creating and renaming them (``.<name>.<random>.tmp`` beside it). Call it where
+    no write of ``path`` can be under way (a job's start); returns the files removed."""
     path = Path(path)
+    removed = []
+    for name in (path.name, previous(path).name):
+        for tmp in path.parent.glob(f".{name}.*.tmp"):
+            try:
+                tmp.unlink()
+                removed.append(tmp)
+            except FileNotFoundError:
+                pass
+    if removed:
+        log.info("removed %d stale temporary file(s) of %s", len(removed), path)
+    return removed
+
+
+def load_with_source(path: str | Path) -> tuple[Any, Path] | None:
+    """``(object, file)`` of the newest intact checkpoint at ``path`` or ``<path>.prev`` (the file
+    actually read: ``.prev`` when ``path`` is damaged); None if neither file exists. Stale
+    temporaries of earlier, killed writes are removed first."""
+    path = Path(path)
+    clean_temporaries(path)
     candidates = [p for p in (path, previous(path)) if p.exists()]
     if not candidates:
         return None
@@ -97,9 +118,15 @@ def load(path: str | Path) -> Any | None:
             log.warning("checkpoint %s is unusable (%s)%s", p, e,
                         "; trying the previous one" if p == path else "")
             continue
-        return obj
+        return obj, p
     raise CheckpointError("no usable checkpoint: " + "; ".join(problems) +
                           " (delete these files to start over)")
+
+
+def load(path: str | Path) -> Any | None:
+    """The newest intact checkpoint at ``path`` (or ``<path>.prev``); None if neither file exists."""
+    found = load_with_source(path)
+    return None if found is None else found[0]
 
 
 def remove(path: str | Path) -> None:

@@ -182,7 +182,8 @@ class LossSearch:
         self.on_epoch = on_epoch
         self.checkpoint = Path(checkpoint) if checkpoint is not None else None
         self.user_state: dict[str, Any] = {}  # the caller's own resumable state (saved with each checkpoint)
-        self.resumed_from: int | None = None  # the epoch a run resumed at (None: started fresh)
+        self.resumed_from: int | None = None  # the epochs done when a run resumed (None: started fresh)
+        self.resumed_path: Path | None = None  # the checkpoint file read (<checkpoint>.prev if the newest was damaged)
         self.generator = torch.Generator().manual_seed(config.seed)
         self.history: list[EpochRecord] = []
         self.epoch = 0
@@ -270,12 +271,13 @@ class LossSearch:
         """Load the checkpoint if there is one; True if the search resumed."""
         if self.checkpoint is None:
             return False
-        state = ckpt.load(self.checkpoint)
-        if state is None:
+        found = ckpt.load_with_source(self.checkpoint)
+        if found is None:
             return False
+        state, self.resumed_path = found
         self.load_state_dict(state)
         self.resumed_from = self.epoch
-        log.info("resumed from %s at epoch %d", self.checkpoint, self.epoch)
+        log.info("resumed at epoch %d/%d from %s", self.epoch + 1, self.config.epochs, self.resumed_path)
         return True
 
     def run(self) -> SearchResult:

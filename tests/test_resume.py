@@ -62,6 +62,29 @@ def test_no_good_checkpoint_is_a_clear_error(tmp_path):
         ckpt.load(p)
 
 
+def test_stale_temporaries_of_a_killed_write_are_removed_at_the_next_start(tmp_path):
+    p = tmp_path / "seed=0.ckpt"
+    ckpt.save(p, {"epoch": 3})
+    stale = [tmp_path / ".seed=0.ckpt.k1l2d.tmp", tmp_path / ".seed=0.ckpt.prev.x9.tmp"]
+    other = tmp_path / ".seed=1.ckpt.abc.tmp"  # another run's: left alone
+    for f in stale + [other]:
+        f.write_bytes(b"half a checkpoint")
+    assert ckpt.load(p)["epoch"] == 3
+    assert not any(f.exists() for f in stale) and other.exists()
+
+
+def test_resume_after_a_damaged_checkpoint_names_the_file_it_read(tmp_path, caplog):
+    path = tmp_path / "s.ckpt"
+    LossSearch(make_task(), SearchConfig(epochs=2, B=2, seed=4), checkpoint=path).run()
+    path.write_bytes(b"garbage")  # the newest is damaged: the previous (after epoch 1) is read
+    s = LossSearch(make_task(), SearchConfig(epochs=3, B=2, seed=4), checkpoint=path)
+    with caplog.at_level("INFO", logger="lfs"):
+        assert s.resume()
+    assert s.resumed_path == ckpt.previous(path) and s.resumed_from == 1
+    # one epoch numbering everywhere: the epoch the run continues with, 1-based, out of all
+    assert f"resumed at epoch 2/3 from {ckpt.previous(path)}" in caplog.text
+
+
 def test_rng_state_round_trip():
     import numpy as np
 
