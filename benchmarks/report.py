@@ -16,7 +16,8 @@ The check. Full tier: every published cell is compared with the reproduced mean;
 regression when it is worse than published by more than ``FULL_TOLERANCE`` points. Mini tier:
 each cell is compared with the committed reference (``benchmarks/mini_reference.json``); a
 regression is a mean worse than the reference mean by more than
-``max(MINI_ABS_TOLERANCE, 2 * reference std / sqrt(n))``. Cells without rows say "not run".
+``max(MINI_ABS_TOLERANCE, 2 sqrt(s_ref^2 / n_ref + s_new^2 / n_new))`` (:func:`mini_tolerance`:
+the seed noise of both runs). Cells without rows say "not run".
 """
 from __future__ import annotations
 
@@ -152,12 +153,24 @@ def check(agg: dict, reference: dict | None) -> tuple[list[str], bool]:
         if s is None:
             lines.append(f"not run    {cell} (reference {ref['mean']:.2f})")
             continue
-        tol = max(MINI_ABS_TOLERANCE, 2 * ref["std"] / math.sqrt(ref["n"]) if ref["n"] > 1 else 0.0)
+        tol = mini_tolerance(ref, s)
         d = worse_by(key[5], s["mean"], ref["mean"])
         status = "REGRESSION" if d > tol else "ok"
         ok &= status == "ok"
         lines.append(f"{status:<10} {cell}: {s['mean']:.2f} vs reference {ref['mean']:.2f} (tolerance {tol:.2f})")
     return lines, ok
+
+
+def mini_tolerance(ref: dict, new: dict) -> float:
+    """How much worse than the reference a mini cell may be: ``max(MINI_ABS_TOLERANCE, 2 sqrt(
+    s_ref^2 / n_ref + s_new^2 / n_new))``, twice the standard error of the difference of the two
+    means, so that the new run's own seed noise counts as well as the reference's (a cell with one
+    seed contributes no variance)."""
+    def var_of_mean(c: dict) -> float:
+        std = c.get("std")
+        return std * std / c["n"] if c["n"] > 1 and std is not None and math.isfinite(std) else 0.0
+
+    return max(MINI_ABS_TOLERANCE, 2 * math.sqrt(var_of_mean(ref) + var_of_mean(new)))
 
 
 def make_reference(agg: dict, tier: str = "mini") -> dict:

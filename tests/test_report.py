@@ -79,3 +79,13 @@ def test_tables_show_reproduced_and_published(tmp_path):
     assert "| cifar10 | learn | noise=0.1 | top1_error | 10.50 (n=1) | 10.05 |" in md
     assert "| cifar10 | ce | noise=0.2 | top1_error | not run | 15.05 |" in md
     assert csv_path.read_text().splitlines()[1].endswith(",10.05")
+
+
+def test_mini_tolerance_counts_both_runs_seed_noise():
+    from benchmarks.report import MINI_ABS_TOLERANCE, mini_tolerance
+
+    ref = {"mean": 73.2, "std": 1.8, "n": 3}
+    new = {"mean": 72.2, "std": 1.1, "n": 3}
+    assert mini_tolerance(ref, new) == pytest.approx(2 * math.sqrt(1.8 ** 2 / 3 + 1.1 ** 2 / 3))  # 2.44
+    assert mini_tolerance(ref, {"mean": 72.2, "std": math.nan, "n": 1}) == pytest.approx(2 * 1.8 / math.sqrt(3))
+    assert mini_tolerance({"mean": 1, "std": 0.1, "n": 3}, {"mean": 1, "std": 0.1, "n": 3}) == MINI_ABS_TOLERANCE
