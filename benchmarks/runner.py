@@ -147,7 +147,8 @@ def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, li
     validate(cfg)
     threads = set_threads(cfg)
     if cfg.get("job", "train") == "fit":
-        return run_fit(cfg), {"threads": threads}, []
+        metrics, extra = run_fit(cfg)
+        return metrics, {**extra, "threads": threads}, []
     built = build_method(cfg)
     method = built["method"]
     torch.manual_seed(cfg["seed"])
@@ -313,11 +314,10 @@ def fit_spec(name: str) -> tuple[Callable, Callable, str]:
     return t, tau, ("interpolate" if curve_kind(t, tau) == "tau" else "lstsq")
 
 
-def run_fit(cfg: dict) -> dict:
+def run_fit(cfg: dict) -> tuple[dict, dict]:
     """A ``job: fit`` run (Figure 1): how well the search space (M intervals) approximates a known
-    loss; no data, no training."""
+    loss; no data, no training. ``(metrics, extra)``: the error, and the fit method used."""
     from lfs.fit import approximation_error
 
     t, tau, method = fit_spec(cfg["method"])
-    return {"approx_error": approximation_error(t, tau, cfg["search"]["M"], method),
-            "fit_method_interpolate": float(method == "interpolate")}
+    return {"approx_error": approximation_error(t, tau, cfg["search"]["M"], method)}, {"fit_method": method}

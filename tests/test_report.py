@@ -89,3 +89,19 @@ def test_mini_tolerance_counts_both_runs_seed_noise():
     assert mini_tolerance(ref, new) == pytest.approx(2 * math.sqrt(1.8 ** 2 / 3 + 1.1 ** 2 / 3))  # 2.44
     assert mini_tolerance(ref, {"mean": 72.2, "std": math.nan, "n": 1}) == pytest.approx(2 * 1.8 / math.sqrt(3))
     assert mini_tolerance({"mean": 1, "std": 0.1, "n": 3}, {"mean": 1, "std": 0.1, "n": 3}) == MINI_ABS_TOLERANCE
+
+
+def test_table2_and_section46_figures_and_readable_labels(tmp_path):
+    from benchmarks import figures
+
+    rows = [{"table": "cifar10", "dataset": "digits", "method": m, "setting": {"noise": n}, "seed": s,
+             "metrics": {"top1_error": 1.0 + n * 10 + s * 0.1 + (m == "learn")}}
+            for m in ("ce", "learn") for n in (0.0, 0.1, 0.2) for s in range(3)]
+    rows += [{"table": "ablation_search", "dataset": "market", "method": m, "setting": {}, "seed": s,
+              "metrics": {"mAP": 60.0 + s + (m == "learn")}} for m in ("fixed", "learn") for s in range(2)]
+    p = figures.noise_curves(rows, tmp_path)
+    q = figures.method_bars(rows, tmp_path, "ablation_search")
+    assert p.name == "cifar10_noise.png" and p.stat().st_size > 5000
+    assert q.name == "ablation_search_mAP.png" and q.stat().st_size > 3000
+    assert figures._setting_label({"noise": 0.2, "B": 8}) == "B=8, noise=0.2" and figures._setting_label({}) == ""
+    assert figures.noise_curves([], tmp_path) is None
