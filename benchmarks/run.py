@@ -91,5 +91,12 @@ def main(cfg: DictConfig) -> None:
 
 
 if __name__ == "__main__":
-    check_table_argument(sys.argv[1:])
+    args = sys.argv[1:]
+    if any(a in ("-h", "--help") for a in args) or not any(a.lstrip("+").startswith("table=") for a in args):
+        from benchmarks.cli import usage
+
+        help_asked = any(a in ("-h", "--help") for a in args)
+        print(usage(), file=sys.stdout if help_asked else sys.stderr)
+        sys.exit(0 if help_asked else 2)
+    check_table_argument(args)
     main()

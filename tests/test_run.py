@@ -100,3 +100,27 @@ def test_missing_dataset_is_one_line_error_and_no_row(tmp_path):
     assert len(errors) == 1 and "Market-1501 not found" in errors[0] and "bounding_box_train" in errors[0]
     assert "Traceback" not in out.stderr
     assert not list((tmp_path / "res").rglob("seed=*.json")) if (tmp_path / "res").exists() else True
+
+
+def test_no_arguments_and_help_print_usage_not_tracebacks(tmp_path):
+    empty = subprocess.run(RUN, capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert empty.returncode == 2 and "usage:" in empty.stderr and "Traceback" not in empty.stderr
+    assert "cifar10" in empty.stderr and "README" in empty.stderr
+    helped = subprocess.run(RUN + ["--help"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert helped.returncode == 0 and "usage:" in helped.stdout and "Traceback" not in helped.stderr
+
+
+def test_lfs_bench_command_lists_runs_and_refuses_clearly(tmp_path, capsys):
+    from benchmarks import cli
+
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for what in ("tables", "tiers", "methods", "datasets", "search_softmax", "synthetic_face", "[face]", "smoke"):
+        assert what in out
+    assert cli.main([]) == 2 and "usage:" in capsys.readouterr().err
+    assert cli.main(["run", "nosuchtable"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "unknown table 'nosuchtable'; available: ablation_b" in err
+    assert cli.main(["run", "tier=smoke"]) == 2 and "needs a table first" in capsys.readouterr().err
+    assert cli.main(["frobnicate"]) == 2 and "unknown command 'frobnicate'" in capsys.readouterr().err
+    assert cli.main(["check", "--results", str(tmp_path / "none")]) == 2  # report.py's own one-line error
