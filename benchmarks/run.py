@@ -40,7 +40,8 @@ def check_table_argument(argv: list[str]) -> None:
         if arg.lstrip("+").startswith("table="):
             name = arg.split("=", 1)[1]
             if name not in tables():
-                sys.exit(f"error: unknown table {name!r} (+table=...); available: {', '.join(tables())}")
+                print(f"error: unknown table {name!r} (+table=...); available: {', '.join(tables())}", file=sys.stderr)
+                sys.exit(2)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
