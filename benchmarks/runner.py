@@ -227,7 +227,11 @@ def train_with_search(cfg: dict, built: dict, task, progress, checkpoint=None) -
         raise ConfigError(str(e)) from None
     search.user_state["best"] = {"reward": -math.inf, "epoch": None, "state": None}  # early stopping's best copy
     search.user_state["config"] = run_config = resumable(cfg)
-    if search.resume():
+    try:
+        resumed = search.resume()
+    except ValueError as e:  # a checkpoint of another search (or an older lfs): one line, rerun with force=true
+        raise ConfigError(f"{e} (or rerun with force=true)") from None
+    if resumed:
         check_resumed_config(search.user_state.get("config"), run_config, search.resumed_path)
         progress.resumed(search.epoch, search.resumed_path)
     result = search.run()
