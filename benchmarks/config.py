@@ -69,8 +69,6 @@ def resumable(cfg: dict) -> dict:
 def validate(cfg: dict, check_method: bool = True) -> None:
     """Fail fast, with one line naming the key, on values no run can use. ``check_method=False``
     before a sweep starts: the method is usually one of the swept values."""
-    import lfs
-
     def need(ok: bool, key: str, what: str, value: Any):
         if not ok:
             raise ConfigError(f"{key} {what}, got {value!r}")
@@ -97,11 +95,22 @@ def validate(cfg: dict, check_method: bool = True) -> None:
     if check_method:
         validate_method(cfg)
     try:
-        lfs.SearchConfig(epochs=1, B=s["B"], M=s["M"], sigma=float(s["sigma"]), sigma_is=s["sigma_is"],
-                         lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
-                         failed_reward=s["failed_reward"], executor=s["executor"], constraint=s["constraint"])
+        search_config(cfg, epochs=1)
     except ValueError as e:
         raise ConfigError(str(e)) from None
+
+
+def search_config(cfg: dict, **loop):
+    """The :class:`lfs.SearchConfig` of ``cfg``'s ``search`` group; ``loop`` sets or overrides
+    ``epochs``, ``B``, ``mode``, ``executor``, ``seed``."""
+    import lfs
+
+    s = cfg["search"]
+    kwargs = dict(B=s["B"], M=s["M"], sigma=float(s["sigma"]), sigma_is=s["sigma_is"], lr=float(s["lr"]),
+                  policy_optimizer=s["policy_optimizer"], broadcast_optimizer=bool(s["broadcast_optimizer"]),
+                  failed_reward=s["failed_reward"], constraint=s["constraint"], executor=s["executor"],
+                  seed=cfg["seed"])
+    return lfs.SearchConfig(**{**kwargs, **loop})
 
 
 def validate_method(cfg: dict) -> None:

@@ -24,7 +24,7 @@ from lfs.executors import load_train_state, restore_state, train_state_dict
 from lfs.search import EpochRecord
 
 from . import protocols, results
-from .config import ConfigError, build_method, resumable, validate  # noqa: F401  (ConfigError: re-exported)
+from .config import ConfigError, build_method, resumable, search_config, validate, validate_method  # noqa: F401  (ConfigError: re-exported)
 
 
 def set_threads(cfg: dict) -> int:
@@ -144,12 +144,13 @@ def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, li
 
     With ``checkpoint``, a search saves its state there after every epoch and a rerun resumes
     from it (see :mod:`lfs.checkpoint`)."""
-    validate(cfg)
+    validate(cfg, check_method=False)
     threads = set_threads(cfg)
     if cfg.get("job", "train") == "fit":
+        validate_method(cfg)
         metrics, extra = run_fit(cfg)
         return metrics, {**extra, "threads": threads}, []
-    built = build_method(cfg)
+    built = build_method(cfg)  # checks the method (its family, searcher or loss) as it builds it
     method = built["method"]
     torch.manual_seed(cfg["seed"])
     data = load_data(cfg)
@@ -204,10 +205,7 @@ def train_with_search(cfg: dict, built: dict, task, progress, checkpoint=None) -
             executor = "distributed"  # launched as one of several processes (torchrun, SLURM tasks)
     else:
         B, mode, executor = 1, "select", "sequential"
-    config = lfs.SearchConfig(epochs=cfg["train"]["epochs"], B=B, M=s["M"], mode=mode, sigma=float(s["sigma"]),
-                              sigma_is=s["sigma_is"], lr=float(s["lr"]), policy_optimizer=s["policy_optimizer"],
-                              broadcast_optimizer=bool(s["broadcast_optimizer"]), failed_reward=s["failed_reward"],
-                              constraint=s["constraint"], executor=executor, seed=cfg["seed"])
+    config = search_config(cfg, epochs=cfg["train"]["epochs"], B=B, mode=mode, executor=executor)
     search: lfs.LossSearch
 
     def on_epoch(r: EpochRecord):

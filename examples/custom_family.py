@@ -52,8 +52,8 @@ class FocalGamma(ParametricFamily):
     def identity(self):
         return torch.zeros(1, dtype=torch.float64)
 
-    def bounds(self, constraint):
-        return torch.zeros(1, dtype=torch.float64), torch.full((1,), math.inf, dtype=torch.float64)  # gamma >= 0
+    def box(self):  # the space: gamma >= 0 (search.constraint=none lifts it)
+        return torch.zeros(1, dtype=torch.float64), torch.full((1,), math.inf, dtype=torch.float64)
 
     def describe(self, candidate):
         return f"-(1 - p_t)^{float(candidate[0]):.3g} log p_t"

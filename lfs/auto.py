@@ -34,7 +34,7 @@ import time
 import torch
 
 from .executors import Executor, SequentialExecutor, VectorizedExecutor, clone_state
-from .search_space import identity_theta
+from .family import make_family
 from .task import SupervisedTask, Task, TrainState, sample_seed
 
 log = logging.getLogger(__name__)
@@ -73,15 +73,6 @@ def _probe_task(task: SupervisedTask, steps: int, validate: bool = False) -> Sup
     return probe
 
 
-def _batches_per_epoch(task: SupervisedTask) -> int:
-    """Minibatches in one epoch, without loading them where the size is known (the last
-    incomplete batch is dropped, as :class:`~lfs.task.SupervisedTask` and the streaming task do)."""
-    num_batches = getattr(task, "num_batches", None)  # a streaming task knows its size
-    if callable(num_batches):
-        return int(num_batches())
-    return sum(1 for _ in task.train_batches(0))  # a task that streams its own way: count
-
-
 def _sync(task: SupervisedTask) -> None:
     device = getattr(task, "device", None)
     if device is not None and torch.device(device).type == "cuda":
@@ -117,14 +108,12 @@ def probe_executors(task: SupervisedTask, B: int, state: TrainState, M: int = 6,
     :class:`~lfs.family.LossFamily`; None: AM-LFS's identity theta with M intervals); a loss's
     cost does not depend on its candidate's values.
     """
-    n_batches = _batches_per_epoch(task)
+    n_batches = task.num_batches()
     if n_batches == 0:
         raise ValueError("the task has no training minibatch")
     copies = {"sequential": max(1, min(probe_copies, B)), "vectorized": B}
-    if family is None:
-        thetas = {k: identity_theta(M, dtype=torch.float64).expand(n, -1).clone() for k, n in copies.items()}
-    else:
-        thetas = {k: family.stack([family.identity()] * n) for k, n in copies.items()}
+    family = family if family is not None else make_family("piecewise_linear", M=M)
+    thetas = {k: family.stack([family.identity()] * n) for k, n in copies.items()}
     runners: dict[str, Executor] = {}
     out = {k: {"epoch": math.inf, "step": math.inf, "fixed": math.inf} for k in CANDIDATES}
     device = getattr(task, "device", None)

@@ -37,6 +37,7 @@ import torch
 from torch import Tensor
 
 from .registry import Registry
+from .search_space import CONSTRAINTS
 
 
 class LossFamily:
@@ -99,7 +100,7 @@ class ParametricFamily(LossFamily):
     form the Gaussian searcher (:mod:`lfs.searchers.gaussian`) samples. Stacking is ``torch.stack``.
 
     Override :meth:`loss`, :meth:`identity` (the initial mean, and the ``select`` control's
-    candidate) and, if the space is restricted, :meth:`in_space`.
+    candidate) and, if the space is restricted, :meth:`box` or :meth:`in_space`.
     """
 
     stackable: ClassVar[bool] = True
@@ -111,14 +112,28 @@ class ParametricFamily(LossFamily):
 
     def in_space(self, vectors: Tensor, constraint: str) -> Tensor:
         """Which rows of ``vectors`` (n x dim) are candidates of the space under ``constraint``
-        (a Gaussian searcher rejects the others). Default: all."""
-        return torch.ones(vectors.shape[:-1], dtype=torch.bool, device=vectors.device)
+        (a Gaussian searcher rejects the others). Default: inside :meth:`bounds` (all rows where
+        there are none); override for a space that is not a box."""
+        box = self.bounds(constraint)
+        if box is None:
+            return torch.ones(vectors.shape[:-1], dtype=torch.bool, device=vectors.device)
+        low, high = (b.to(vectors) for b in box)
+        return ((vectors >= low) & (vectors <= high)).all(-1)
+
+    def box(self) -> tuple[Tensor, Tensor] | None:
+        """The family's space as a box ``(low, high)`` (per entry; ``-inf`` / ``inf`` for an open
+        side), or None (default) where it is not one."""
+        return None
 
     def bounds(self, constraint: str) -> tuple[Tensor, Tensor] | None:
-        """``(low, high)`` when the space under ``constraint`` is a box (per entry; ``-inf`` /
-        ``inf`` for an open side): a Gaussian searcher then samples the truncated Gaussian exactly
-        (inverse CDF) instead of rejecting draws outside :meth:`in_space`. None (default): rejection."""
-        return None
+        """``(low, high)`` when the space under ``constraint`` is a box: :meth:`box` for
+        ``"positive"`` (the family's space), None for ``"none"`` (every vector). A Gaussian searcher
+        samples a box's truncated Gaussian exactly (inverse CDF) instead of rejecting draws outside
+        :meth:`in_space`. An unknown constraint raises ``ValueError``."""
+        if constraint not in CONSTRAINTS:
+            raise ValueError(f"constraint must be one of {CONSTRAINTS} for {self.name or type(self).__name__}, "
+                             f"got {constraint!r}")
+        return None if constraint == "none" else self.box()
 
     def describe(self, candidate) -> str:
         return f"{type(self).__name__}({', '.join(f'{float(v):.4g}' for v in torch.as_tensor(candidate).flatten())})"

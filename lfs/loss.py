@@ -67,6 +67,11 @@ def as_scale(scale, cos: Tensor) -> Tensor:
     return torch.as_tensor(float(scale), dtype=cos.dtype, device=cos.device)
 
 
+def split_output(output) -> tuple[Tensor, object]:
+    """A model's output as ``(cos, scale)``: a head's pair as it is, plain logits as ``(logits, 1)``."""
+    return (output, 1.0) if isinstance(output, Tensor) else output
+
+
 def gather_target(x: Tensor, target: Tensor) -> Tensor:
     """``x[i, target[i]]`` for an N x C tensor x (vmap-safe)."""
     return x.gather(-1, target.unsqueeze(-1)).squeeze(-1)

@@ -116,7 +116,8 @@ class GaussianPolicy:
             n = max(B, 64)
             noise = torch.randn(n, self.dim, generator=generator, dtype=torch.float64)
             cand = self.mu.detach() + self.std * noise
-            out.append(cand[in_space(cand)])
+            inside = in_space(cand)
+            out.append(cand[inside])
             drawn += n
             have = sum(len(o) for o in out)
             if drawn >= max_draws and have < B:
@@ -125,7 +126,7 @@ class GaussianPolicy:
                                      f"({getattr(constraint, '__qualname__', constraint)!r}): mu has left it; lower "
                                      "sigma or use constraint='none'")
                 self.last_relaxed = B - have
-                out.append(cand[~in_space(cand)][: B - have])
+                out.append(cand[~inside][: B - have])
         return torch.cat(out)[:B]
 
     def sample_truncated(self, B: int, generator: torch.Generator | None, low: Tensor, high: Tensor) -> Tensor:

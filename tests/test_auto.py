@@ -88,9 +88,7 @@ def test_probe_leaves_state_and_rng_untouched():
 def test_probe_measures_both():
     task = toy_task()
     torch.manual_seed(0)
-    from lfs.auto import _batches_per_epoch
-
-    assert _batches_per_epoch(task) == sum(1 for _ in task.train_batches(0)) == 8
+    assert task.num_batches() == sum(1 for _ in task.train_batches(0)) == 8  # what the probe scales by
     t = probe_executors(task, 4, task.make_state(), decisive=math.inf, repeats=1, min_seconds=0.0)
     assert set(t) == set(CANDIDATES)
     for e in t.values():

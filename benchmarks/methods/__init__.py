@@ -24,7 +24,6 @@ from __future__ import annotations
 import inspect
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import yaml
 
@@ -141,9 +140,3 @@ def resolve(method: Method, cfg: dict) -> dict:
     for k, v in (override.get("loss") or {}).items():
         kwargs[k] = v
     return {"loss": (entry.name, kwargs)}
-
-
-def describe(method: Method) -> dict[str, Any]:
-    """What a row records about its method (the parts as declared)."""
-    return {k: v for k, v in (("family", method.family), ("searcher", method.searcher), ("loss", method.loss))
-            if v is not None}

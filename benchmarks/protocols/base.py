@@ -144,8 +144,6 @@ class Protocol:
 
             device = device_of(cfg)
             spec.update(num_workers=int(cfg.get("workers", 4)), device=device, pin_memory=device.type == "cuda")
-            if "eval_batch_size" in spec:
-                spec["eval_batch_size"] = 256
             return DatasetTask(model_fn, optimizer_fn, loss_fn, data.train, val, **common, **spec)
         return lfs.SupervisedTask(model_fn, optimizer_fn, loss_fn, data.train, val, **common, **spec)
 

@@ -20,19 +20,18 @@ class Face(Retrieval):
         if not ds.get("megaface"):  # an identity set in the dataset registry
             return super().load(cfg)
         # MegaFace Challenge 1: CASIA-WebFace training + the devkit's lists, all checked now
-        from benchmarks.data.faces import load_megaface, megaface_options
         from benchmarks.config import ConfigError
+        from benchmarks.data import DatasetError
+        from benchmarks.data.faces import load_megaface, megaface_options
 
         kwargs = {k: v for k, v in self.loader_kwargs(cfg).items() if k != "seed"}
         try:
             data = load_megaface(megaface=megaface_options(ds["megaface"]), seed=cfg["data_seed"],
                                  input_size=(cfg["model"].get("kwargs") or {}).get("input_size", (112, 96)),
                                  fit=ds.get("fit", "resize"), **kwargs)
+        except DatasetError:  # missing or malformed files: its own one line
+            raise
         except ValueError as e:  # a bad dataset.* value: one line naming the key
-            from benchmarks.data import DatasetError
-
-            if isinstance(e, DatasetError):
-                raise
             raise ConfigError(str(e)) from None
         return subsample(data, cfg.get("subsample"))
 

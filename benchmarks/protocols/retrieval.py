@@ -59,14 +59,14 @@ class Retrieval(Protocol):
         vq, vg = data.val_query, data.val_gallery
         pids = torch.cat([labels(vq, 1), labels(vg, 1)])
         camids = torch.cat([labels(vq, 2), labels(vg, 2)])
-        if is_streaming(data):
+        if is_streaming(data):  # images from disk: loaded and embedded 256 at a time
             from benchmarks.streaming import Concat, Indexed
 
-            val = Indexed(Concat(vq, vg))
-        else:
-            val = (torch.cat([vq[0], vg[0]]), pids)
+            val, eval_batch_size = Indexed(Concat(vq, vg)), 256
+        else:  # in-memory features: one pass
+            val, eval_batch_size = (torch.cat([vq[0], vg[0]]), pids), 100000
         return {"val": val, "predict_fn": lambda emb: emb, "reward_fn": reid_reward(len(labels(vq, 1)), pids, camids),
-                "eval_kwargs": {"embed": True}, "eval_batch_size": 100000}
+                "eval_kwargs": {"embed": True}, "eval_batch_size": eval_batch_size}
 
     def features(self, cfg, data, model):
         """Embeddings and (pid, camid) labels of the test query and gallery."""

@@ -14,9 +14,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..family import ParametricFamily, register_family
-from ..loss import as_scale, gather_target, reduce_loss
+from ..loss import as_scale, gather_target, reduce_loss, split_output
 
-CONSTRAINTS = ("positive", "none")
 
 
 def poly1_loss(cos: Tensor, target: Tensor, epsilon, scale=1.0, reduction: str = "mean") -> Tensor:
@@ -37,29 +36,15 @@ class Poly1(ParametricFamily):
     dim = 1
 
     def loss(self, output, target: Tensor, candidate: Tensor) -> Tensor:
-        if isinstance(output, Tensor):
-            return poly1_loss(output, target, candidate)
-        cos, scale = output
+        cos, scale = split_output(output)
         return poly1_loss(cos, target, candidate, scale)
 
     def identity(self) -> Tensor:
         return torch.zeros(1, dtype=torch.float64)
 
-    def in_space(self, vectors: Tensor, constraint: str) -> Tensor:
-        return self._box(constraint, vectors)
-
-    def bounds(self, constraint: str):
-        if constraint not in CONSTRAINTS:
-            raise ValueError(f"constraint must be one of {CONSTRAINTS} for poly1, got {constraint!r}")
-        if constraint == "none":
-            return None
+    def box(self):
+        """epsilon >= -1."""
         return torch.full((1,), -1.0, dtype=torch.float64), torch.full((1,), math.inf, dtype=torch.float64)
-
-    def _box(self, constraint: str, vectors: Tensor) -> Tensor:
-        box = self.bounds(constraint)
-        if box is None:
-            return torch.ones(vectors.shape[:-1], dtype=torch.bool, device=vectors.device)
-        return (vectors >= box[0].to(vectors)).all(-1)
 
     def describe(self, candidate) -> str:
         return f"-log p_t + {float(torch.as_tensor(candidate).reshape(-1)[0]):.4g} (1 - p_t)"

@@ -20,7 +20,7 @@ global space this is *exactly* CosFace with ``m = v`` (``cos_y - f = m`` makes E
 so v = 0 is cross entropy, v = 0.35 is CosFace's default, and a Gaussian over v has the units of
 AM-LFS's bias on the target cosine (``b^t``), which makes the two families' sigma comparable.
 ``in_space(..., "positive")`` is the paper's space a <= 0 (v >= 0), a box that a Gaussian searcher
-samples exactly by the truncated normal's inverse CDF (:meth:`bounds`; rejection would need
+samples exactly by the truncated normal's inverse CDF (:meth:`box`; rejection would need
 2^bins draws per accepted one at mu = 0 in the local space, and fail once mu drifts below 0);
 ``"none"`` also admits v < 0 (0 < a < 1), where the loss stays defined (h p <= 1) but raises p.
 
@@ -40,10 +40,9 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..family import ParametricFamily, register_family
-from ..loss import as_scale, gather_target, margin_cross_entropy
+from ..loss import as_scale, gather_target, margin_cross_entropy, split_output
 
 SPACES = {"global": 1, "local": 10}
-CONSTRAINTS = ("positive", "none")
 
 
 def modulating_factor(v: Tensor, scale) -> Tensor:
@@ -90,27 +89,14 @@ class SearchSoftmax(ParametricFamily):
         self.dim = bins
 
     def loss(self, output, target: Tensor, candidate: Tensor) -> Tensor:
-        if isinstance(output, Tensor):
-            return search_softmax_loss(output, target, candidate)
-        cos, scale = output
+        cos, scale = split_output(output)
         return search_softmax_loss(cos, target, candidate, scale)
 
     def identity(self) -> Tensor:
         return torch.zeros(self.dim, dtype=torch.float64)
 
-    def in_space(self, vectors: Tensor, constraint: str) -> Tensor:
-        if constraint not in CONSTRAINTS:
-            raise ValueError(f"constraint must be one of {CONSTRAINTS} for search_softmax, got {constraint!r}")
-        if constraint == "none":
-            return torch.ones(vectors.shape[:-1], dtype=torch.bool, device=vectors.device)
-        return (vectors >= 0).all(-1)
-
-    def bounds(self, constraint: str):
+    def box(self):
         """The paper's space a <= 0 is the box v >= 0 (sampled exactly, see the Gaussian policy)."""
-        if constraint not in CONSTRAINTS:
-            raise ValueError(f"constraint must be one of {CONSTRAINTS} for search_softmax, got {constraint!r}")
-        if constraint == "none":
-            return None
         return torch.zeros(self.dim, dtype=torch.float64), torch.full((self.dim,), math.inf, dtype=torch.float64)
 
     def describe(self, candidate) -> str:

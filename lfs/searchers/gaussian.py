@@ -2,7 +2,7 @@
 
 Candidates are vectors of a :class:`~lfs.family.ParametricFamily` drawn from ``N(mu, sigma I)``
 (:class:`~lfs.policy.GaussianPolicy`), restricted to the family's space (``constraint``): by the
-truncated normal's inverse CDF where the space is a box (the family's ``bounds``), else by
+truncated normal's inverse CDF where the space is a box (the family's ``box``), else by
 rejection (its ``in_space``). ``mu`` starts at the family's initial mean (the cross-entropy
 candidate). The update uses the Gaussian's score ``(theta - mu) / var``; the truncation's
 normalizer adds a term that does not depend on the draw, which zero-mean normalized rewards cancel.
@@ -37,7 +37,7 @@ from torch import Tensor
 
 from ..family import ParametricFamily
 from ..policy import OPTIMIZERS, SIGMA_IS, GaussianPolicy, normalize_rewards
-from ..searcher import Searcher, register_searcher, take
+from ..searcher import Searcher, register_searcher
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,7 @@ class GaussianSearcher(Searcher):
         self.static: Tensor | None = None  # random mode: the B losses drawn once
         self._mu_sampled: list[float] = []
         self.relaxed = 0  # samples drawn outside the space because mu had left it (never fatal)
+        self._relaxed_now = 0  # the same, this epoch
 
     def setup(self, family: ParametricFamily) -> None:
         if not isinstance(family, ParametricFamily):
@@ -108,6 +109,7 @@ class GaussianSearcher(Searcher):
         thetas = self.policy.sample(B, generator, constraint=lambda c: self.family.in_space(c, self.constraint),
                                     on_empty="relax")
         if self.policy.last_relaxed:
+            self._relaxed_now = self.policy.last_relaxed
             self.relaxed += self.policy.last_relaxed
             log.warning("mu has left the search space (%s): %d of %d samples drawn outside it this epoch "
                         "(the loss's invalid_tau handles them); the search goes on", self.constraint,
@@ -115,8 +117,7 @@ class GaussianSearcher(Searcher):
         return thetas
 
     def propose(self, B: int, generator: torch.Generator) -> Tensor:
-        self._mu_sampled = self.mu.tolist()
-        self._relaxed_before = self.relaxed
+        self._mu_sampled, self._relaxed_now = self.mu.tolist(), 0
         if self.mode == "select":
             return self.family.stack([self.family.identity()] * B).to(torch.float64)
         if self.mode == "random":
@@ -132,13 +133,12 @@ class GaussianSearcher(Searcher):
                 r = torch.where(failed, rewards[~failed].min().expand_as(rewards), rewards)
                 update = candidates
             else:
-                keep = [i for i in range(len(rewards)) if not failed[i]]
-                r, update = rewards[~failed], take(candidates, keep)
+                r, update = rewards[~failed], candidates[~failed]
             normalized = normalize_rewards(r).tolist()
             self.policy.update(update, r)
         record = {"mu": self._mu_sampled, "mu_next": self.mu.tolist(), "normalized_rewards": normalized}
-        if self.relaxed > self._relaxed_before:  # only where it happened: older records stay as they were
-            record["outside_space"] = self.relaxed - self._relaxed_before
+        if self._relaxed_now:  # only where it happened: other records keep their shape
+            record["outside_space"] = self._relaxed_now
         return record
 
     def tensors(self) -> list[Tensor]:
