@@ -196,13 +196,22 @@ def _error_bar(values: list[float]) -> tuple[float, float]:
     return st["mean"], (0.0 if math.isnan(st["ci95_high"]) else st["ci95_high"] - st["mean"])
 
 
-def noise_curves(rows: list[dict], out: Path, table: str = "cifar10", metric: str = "top1_error") -> Path | None:
-    """Table 2 as a figure: the metric against the label-noise ratio, one line per method, one
-    panel per dataset, mean and 95 % interval over seeds."""
+def noise_points(rows: list[dict], table: str = "cifar10", metric: str = "top1_error") -> dict:
+    """``{(dataset, series, noise): [values over seeds]}``; a series is a method, or a method with
+    its other settings (``learn (search.lr=0.2)``): a variant is its own line, never pooled."""
     pts = defaultdict(list)
     for r in rows:
         if r["table"] == table and "noise" in r["setting"] and metric in r["metrics"]:
-            pts[(r["dataset"], r["method"], float(r["setting"]["noise"]))].append(r["metrics"][metric])
+            other = _setting_label({k: v for k, v in r["setting"].items() if k != "noise"})
+            series = r["method"] if not other else f"{r['method']} ({other})"
+            pts[(r["dataset"], series, float(r["setting"]["noise"]))].append(r["metrics"][metric])
+    return pts
+
+
+def noise_curves(rows: list[dict], out: Path, table: str = "cifar10", metric: str = "top1_error") -> Path | None:
+    """Table 2 as a figure: the metric against the label-noise ratio, one line per method, one
+    panel per dataset, mean and 95 % interval over seeds."""
+    pts = noise_points(rows, table, metric)
     if not pts:
         return None
     datasets = sorted({d for d, _, _ in pts})

@@ -99,6 +99,11 @@ def test_table2_and_section46_figures_and_readable_labels(tmp_path):
             for m in ("ce", "learn") for n in (0.0, 0.1, 0.2) for s in range(3)]
     rows += [{"table": "ablation_search", "dataset": "market", "method": m, "setting": {}, "seed": s,
               "metrics": {"mAP": 60.0 + s + (m == "learn")}} for m in ("fixed", "learn") for s in range(2)]
+    variant = {"table": "cifar10", "dataset": "digits", "method": "learn", "setting": {"noise": 0.0, "search.lr": "0.2"},
+               "seed": 0, "metrics": {"top1_error": 60.0}}
+    series = {s for _, s, _ in figures.noise_points(rows + [variant])}
+    assert series == {"ce", "learn", "learn (search.lr=0.2)"}  # a variant is its own line, not pooled
+    assert figures.noise_points(rows + [variant])[("digits", "learn", 0.0)] == [2.0, 2.1, 2.2]
     p = figures.noise_curves(rows, tmp_path)
     q = figures.method_bars(rows, tmp_path, "ablation_search")
     assert p.name == "cifar10_noise.png" and p.stat().st_size > 5000
