@@ -26,4 +26,5 @@ if is_writer():
         "world": world, "resumed_from": search.resumed_from,
         "history": [{k: v for k, v in asdict(r).items() if k != "seconds"} for r in result.history],
         "mu": result.policy["mu"].tolist(), "params": params.tolist(), "reward": result.reward}))
+torch.distributed.barrier()  # both ranks done with the group (and rank 0 with its file) before teardown
 torch.distributed.destroy_process_group()
