@@ -27,7 +27,7 @@ from torch import Tensor
 
 from lfs.heads import HeadLoss
 
-from lfs.loss import margin_cross_entropy
+from lfs.loss import margin_cross_entropy, validated
 from .registry import register
 
 __all__ = ["arcface", "arcface_target_cosine", "ArcFaceLoss"]
@@ -50,6 +50,7 @@ def arcface_target_cosine(cos_y: Tensor, m: float = 0.5, easy_margin: bool = Fal
     return torch.where(cos_y > th, phi, cos_y - mm)
 
 
+@validated("arcface")
 def arcface(cos: Tensor, target: Tensor, scale=64.0, m: float = 0.5, easy_margin: bool = False,
             reduction: str = "mean") -> Tensor:
     """ArcFace (Eq. 3 of Deng et al., CVPR 2019): the target logit ``s cos(theta_y)`` becomes

@@ -6,12 +6,13 @@ from torch import Tensor
 
 from lfs.heads import HeadLoss
 
-from lfs.loss import margin_cross_entropy
+from lfs.loss import margin_cross_entropy, validated
 from .registry import register
 
 __all__ = ["cosface", "CosFaceLoss"]
 
 
+@validated("cosface")
 def cosface(cos: Tensor, target: Tensor, scale=64.0, m: float = 0.35, reduction: str = "mean") -> Tensor:
     """CosFace (LMCL, Eq. 4 of Wang et al., CVPR 2018): the target logit ``s cos(theta_y)``
     becomes ``s (cos(theta_y) - m)``; s = 64, m = 0.35 by default (insightface uses m = 0.40).

@@ -5,13 +5,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lfs.heads import HeadLoss
-from lfs.loss import as_scale, reduce_loss
+from lfs.loss import as_scale, reduce_loss, validated
 
 from .registry import register
 
 __all__ = ["cross_entropy", "CrossEntropyLoss"]
 
 
+@validated("cross_entropy")
 def cross_entropy(cos: Tensor, target: Tensor, scale=1.0, reduction: str = "mean") -> Tensor:
     """Softmax cross entropy ``-log softmax(scale * cos)_y``: the standard softmax loss with
     logits ``f_j = ||W_j|| ||x|| cos(theta_j)`` (as L-Softmax, Liu et al. ICML 2016, rewrites it).

@@ -7,13 +7,14 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from lfs.heads import HeadLoss
-from lfs.loss import as_scale, gather_target, reduce_loss
+from lfs.loss import as_scale, gather_target, reduce_loss, validated
 
 from .registry import register
 
 __all__ = ["focal", "FocalLoss"]
 
 
+@validated("focal")
 def focal(cos: Tensor, target: Tensor, scale=1.0, gamma: float = 2.0, alpha=None,
           reduction: str = "mean") -> Tensor:
     """Focal loss ``FL = -alpha_y (1 - p_y)^gamma log p_y`` (Eq. 4, and Eq. 5 with alpha, of

@@ -115,7 +115,7 @@ from torch import Tensor
 from torch.func import functional_call
 
 from lfs.heads import HeadLoss
-from lfs.loss import as_scale, gather_target, reduce_loss
+from lfs.loss import as_scale, gather_target, reduce_loss, validated
 
 from .registry import register
 
@@ -168,6 +168,7 @@ def _weighted_log_prob(log_p: Tensor, target: Tensor, W) -> Tensor:
     raise ValueError(f"W must be None, a number, a C-vector or a C x C matrix, got shape {tuple(W.shape)}")
 
 
+@validated("l2t_dlf")
 def l2t_dlf(cos: Tensor, target: Tensor, scale=1.0, W=None, b=0.0, reduction: str = "mean") -> Tensor:
     """The L2T-DLF student loss ``-sigmoid(y^T W log softmax(scale * cos) + b)``.
 

@@ -24,7 +24,7 @@ from torch import Tensor
 
 from lfs.heads import HeadLoss
 
-from lfs.loss import margin_cross_entropy
+from lfs.loss import margin_cross_entropy, validated
 from .registry import register
 
 __all__ = ["chebyshev_cos_multiple", "psi", "psi_margin_loss", "l_softmax", "LSoftmaxLoss"]
@@ -79,6 +79,7 @@ def psi_margin_loss(cos: Tensor, target: Tensor, scale=1.0, m: int = 4, lambda_=
     return margin_cross_entropy(cos, target, scale, target_cosine, reduction)
 
 
+@validated("l_softmax")
 def l_softmax(cos: Tensor, target: Tensor, scale=1.0, m: int = 4, lambda_=0.0,
               reduction: str = "mean") -> Tensor:
     """L-Softmax (Liu et al., ICML 2016, Sec. 3.1): the target logit ``||W_y|| ||x|| cos(theta_y)``

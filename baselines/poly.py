@@ -13,6 +13,8 @@ the ``grid`` searcher). The loss is defined once, :func:`lfs.families.poly.poly1
 """
 from __future__ import annotations
 
+from lfs.loss import validated
+
 import torch
 from torch import Tensor
 
@@ -24,6 +26,7 @@ from .registry import register
 __all__ = ["poly1", "Poly1Loss"]
 
 
+@validated("poly1")
 def poly1(cos: Tensor, target: Tensor, scale=1.0, epsilon: float = 1.0, reduction: str = "mean") -> Tensor:
     """Poly-1 (Eq. 3 of Leng et al., ICLR 2022): ``-log p_t + epsilon (1 - p_t)`` with ``p_t`` the
     softmax probability of the target under ``scale * cos``; ``1 - p_t = -expm1(log p_t)``.

@@ -13,6 +13,8 @@ with base = 1000, gamma = 0.12, power = 1, lambda_min = 5 (their CASIA-WebFace s
 """
 from __future__ import annotations
 
+from lfs.loss import validated
+
 import torch
 from torch import Tensor
 
@@ -30,6 +32,7 @@ def sphereface_lambda(iteration, base: float = 1000.0, gamma: float = 0.12, powe
     return max(float(lambda_min), float(base) * (1.0 + float(gamma) * float(iteration)) ** (-float(power)))
 
 
+@validated("sphereface")
 def sphereface(cos: Tensor, target: Tensor, scale=1.0, m: int = 4, lambda_=0.0,
                reduction: str = "mean") -> Tensor:
     """A-Softmax (Liu et al., CVPR 2017): cross entropy on ``scale * cos`` with the target logit

@@ -15,7 +15,7 @@ from typing import Any
 IDENTITY = ("table", "tier", "dataset", "method", "seed")
 
 #: keys (dotted; a key covers everything under it) that do not change what a run computes
-RUN_ONLY = ("progress", "workers", "threads", "results_dir", "force", "cache_dir", "checkpoint", "device",
+RUN_ONLY = ("progress", "verbose", "workers", "threads", "results_dir", "force", "cache_dir", "checkpoint", "device",
             "search.executor", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
             "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
             "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",
@@ -78,7 +78,9 @@ def validate(cfg: dict, check_method: bool = True) -> None:
     need(isinstance(s["M"], int) and s["M"] >= 1, "search.M", "must be an integer >= 1", s["M"])
     need(isinstance(s["sigma"], (int, float)) and s["sigma"] > 0, "search.sigma", "must be > 0", s["sigma"])
     need(isinstance(cfg["noise"], (int, float)) and 0 <= cfg["noise"] < 1, "noise", "must be in [0, 1)", cfg["noise"])
-    need(isinstance(cfg["seed"], int), "seed", "must be an integer", cfg["seed"])
+    need(isinstance(cfg["seed"], int) and cfg["seed"] >= 0, "seed", "must be an integer >= 0", cfg["seed"])
+    need(isinstance(cfg.get("data_seed", 0), int) and cfg.get("data_seed", 0) >= 0, "data_seed",
+         "must be an integer >= 0", cfg.get("data_seed"))
     if cfg.get("job", "train") == "train":
         need(isinstance(t.get("epochs"), int) and t["epochs"] >= 1, "train.epochs", "must be an integer >= 1",
              t.get("epochs"))
@@ -139,6 +141,10 @@ def build_method(cfg: dict) -> dict:
     try:
         method = methods.get(cfg["method"])
         parts = methods.resolve(method, cfg)
+        if method.is_evolution:
+            from benchmarks.evolution import build_evolution
+
+            return {"method": method, **build_evolution(cfg, method)}
         if method.is_search:
             (fname, fkw), (sname, skw) = parts["family"], parts["searcher"]
             family = make_family(fname, **fkw)
@@ -155,3 +161,66 @@ def build_method(cfg: dict) -> dict:
         msg = str(e)
         raise ConfigError(f"method: {msg}" if msg.startswith(("unknown method", "method ")) else
                           f"method {cfg['method']!r}: {msg}") from None
+
+
+# ------------------------------------------------------------------------- before any job
+def check_device(cfg: dict) -> None:
+    """``device=cuda`` (or ``cuda:N``) where torch sees no such GPU is refused, not run on the CPU
+    under a row that says cuda."""
+    device = str(cfg.get("device") or "auto")
+    if device.startswith("cuda"):
+        import torch
+
+        index = int(device.split(":", 1)[1]) if ":" in device else 0
+        if not torch.cuda.is_available() or index >= torch.cuda.device_count():
+            raise ConfigError(f"device={device} but torch sees {torch.cuda.device_count()} CUDA GPU(s) here; "
+                              "use device=cpu, or device=auto (a GPU when there is one)")
+    elif device not in ("auto", "cpu"):
+        raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {device!r}")
+
+
+def check_writable(folder, key: str = "results_dir") -> None:
+    """``folder`` exists or can be made, and a file can be written in it: checked before any job
+    trains for minutes and fails to write its row."""
+    import os
+    import tempfile
+    from pathlib import Path
+
+    path = Path(os.path.expanduser(str(folder)))
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        with tempfile.NamedTemporaryFile(dir=path, prefix=".write-test-"):
+            pass
+    except OSError as e:
+        raise ConfigError(f"{key}={folder} is not writable ({e.strerror or e}); choose another {key}=...") from None
+
+
+def check_slurm(launcher_target: str | None) -> None:
+    """A SLURM launcher needs SLURM's commands on this machine (submitit calls them)."""
+    import shutil
+
+    import subprocess
+
+    if launcher_target and "Slurm" in launcher_target:
+        missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+        if missing:
+            raise ConfigError(f"hydra/launcher is a SLURM launcher but {' and '.join(missing)} "
+                              f"{'is' if len(missing) == 1 else 'are'} not on PATH: run on a SLURM login node "
+                              "(slurm/README.md), or drop hydra/launcher=... to run here")
+        try:  # installed is not enough: the controller must answer
+            out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20)
+            problem = None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["no answer"])[0]
+        except (OSError, subprocess.TimeoutExpired) as e:
+            problem = f"sinfo: {type(e).__name__}"
+        if problem:
+            raise ConfigError(f"hydra/launcher is a SLURM launcher but the cluster does not answer ({problem}): "
+                              "start it (slurm/README.md) or drop hydra/launcher=... to run here")
+
+
+def preflight(cfg: dict, launcher_target: str | None = None) -> None:
+    """What the launching process can check before any job starts: where rows go, the device
+    (locally; a cluster's nodes check their own), SLURM's presence for a SLURM launcher."""
+    check_slurm(launcher_target)
+    if not (launcher_target and "Slurm" in launcher_target):
+        check_device(cfg)
+    check_writable(cfg["results_dir"])  # last: it makes the folder, which a refused run should not leave

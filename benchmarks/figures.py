@@ -10,10 +10,12 @@
   cosine 0 and the run's head scale s.
 * Ablations: the metric against B (Table 6) and M (Table 7), mean and 95 % interval over seeds.
 * Table 2: the error against the label noise, one line per method; Section 4.6: bars per method.
+* The scale ablation (not in the paper): the metric against s * std (the head's scale times the
+  sampling std), one panel per dataset, one line per method and policy step; below, how far mu
+  drifted from mu_0 (in sampling stds).
 """
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from pathlib import Path
@@ -22,9 +24,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import torch  # noqa: E402
 
 import lfs  # noqa: E402
+from benchmarks.results import load_history  # noqa: E402
 from lfs.fit import curve_kind, fit_theta, loss_curve  # noqa: E402
 from benchmarks.runner import fit_spec  # noqa: E402
 
@@ -66,10 +70,9 @@ def _histories(rows: list[dict], method: str = "learn"):
     for r in rows:
         if r["method"] != method:
             continue
-        path = Path(r["_path"])
-        hist = path.with_name(path.stem + ".history.json")
-        if hist.exists():
-            yield r, json.loads(hist.read_text())
+        hist = load_history(r["_path"])
+        if hist is not None:
+            yield r, hist
 
 
 def searcher_record(epoch: dict) -> dict:
@@ -253,6 +256,150 @@ def method_bars(rows: list[dict], out: Path, table: str, metric: str = "mAP") ->
     return _save(fig, out / f"{table}_{metric}.png")
 
 
+#: the metric a dataset's panel shows: the first of these its rows have (classification: error,
+#: retrieval: mAP, face: rank-1 identification)
+SCALE_METRICS = ("top1_error", "mAP", "rank1")
+
+
+def _knob(row: dict, group: str, key: str):
+    """A row's ``key``: its setting's where the table records it, else its config's ``group.key``."""
+    if key in row["setting"]:
+        return row["setting"][key]
+    return ((row.get("provenance") or {}).get("config") or {}).get(group, {}).get(key)
+
+
+def mu_drift(row: dict) -> float | None:
+    """How far the search moved mu: ``sqrt(mean_j (mu_T - mu_0)_j^2) / std`` (root mean square over
+    the coordinates, in sampling stds), from the row's history (mu_0: the first epoch's mu, mu_T:
+    the last epoch's mu_next); None without a history or a mu."""
+    from benchmarks.report import sampling_std
+
+    path = row.get("_path")
+    hist = load_history(path) if path else None
+    if hist is None:
+        return None
+    records = [searcher_record(h) for h in hist]
+    if not records or not records[0].get("mu") or not records[-1].get("mu_next"):
+        return None
+    std = sampling_std({"sigma": _knob(row, "search", "sigma"), "sigma_is": _knob(row, "search", "sigma_is")})
+    d = torch.tensor(records[-1]["mu_next"], dtype=torch.float64) - torch.tensor(records[0]["mu"], dtype=torch.float64)
+    return float(d.pow(2).mean().sqrt()) / std
+
+
+def scale_points(rows: list[dict], table: str = "ablation_scale") -> dict:
+    """``{(dataset, metric, series, s * std): {"values": [...], "drift": [...], "outside": [...]}}``
+    over seeds: the dataset's metric (:data:`SCALE_METRICS`), mu's drift (:func:`mu_drift`, where
+    mu is learned) and the samples drawn outside the space (``samples_outside_space``, 0 if none).
+    A series is a method with its other settings (the policy step), never pooled."""
+    from benchmarks.report import logit_scale
+
+    by_dataset = defaultdict(set)
+    for r in rows:
+        if r["table"] == table:
+            by_dataset[r["dataset"]] |= set(r["metrics"])
+    metric = {d: next((m for m in SCALE_METRICS if m in ms), None) for d, ms in by_dataset.items()}
+    pts: dict = defaultdict(lambda: {"values": [], "drift": [], "outside": []})
+    for r in rows:
+        if r["table"] != table or metric.get(r["dataset"]) is None or metric[r["dataset"]] not in r["metrics"]:
+            continue
+        knobs = {"s": _knob(r, "model", "s"), "sigma": _knob(r, "search", "sigma"),
+                 "sigma_is": _knob(r, "search", "sigma_is") or "variance"}
+        x = logit_scale(knobs) if None not in (knobs["s"], knobs["sigma"]) else None
+        if x is None:
+            continue
+        other = _setting_label({k: v for k, v in r["setting"].items() if k not in knobs})
+        p = pts[(r["dataset"], metric[r["dataset"]], f"{r['method']}, {other}" if other else r["method"], x)]
+        p["values"].append(r["metrics"][metric[r["dataset"]]])
+        drift = mu_drift(r)
+        if drift is not None:
+            p["drift"].append(drift)
+        p["outside"].append(int((r.get("extra") or {}).get("samples_outside_space", 0)))
+    return pts
+
+
+def scale_table(rows: list[dict], table: str = "ablation_scale") -> list[str]:
+    """:func:`scale_points` as Markdown lines: per dataset, method and step, and s * std, the
+    metric's mean ± std over seeds (n), mu's drift (mean ± std, in sampling stds; 0 where mu is
+    fixed, "-" without a history) and the samples drawn outside the space (total over seeds).
+
+        python -c "from benchmarks import figures, results; print(*figures.scale_table(results.load_rows('results/mini/ablation_scale')), sep=chr(10))"
+    """
+    from benchmarks.stats import summarize
+
+    def ms(values: list[float]) -> str:
+        if not values:
+            return "-"
+        st = summarize(values)
+        return f"{st['mean']:.2f}" + (f" ± {st['std']:.2f}" if st["n"] > 1 else "") + f" ({st['n']})"
+
+    lines = ["| dataset | method, step | s·std | metric: mean ± std (n) | drift of mu (stds) | samples outside the space |",
+             "|---|---|---|---|---|---|"]
+    for (dataset, metric, series, x), p in sorted(scale_points(rows, table).items()):
+        lines.append(f"| {dataset} | {series} | {x:.2f} | {metric} {ms(p['values'])} | {ms(p['drift'])} | "
+                     f"{sum(p['outside'])} |")
+    return lines
+
+
+def scale_curves(rows: list[dict], out: Path, table: str = "ablation_scale") -> Path | None:
+    """The scale ablation as a figure: per dataset (a column), the metric against s * std (top)
+    and mu's drift in sampling stds (bottom), mean and a band of +-1 std over seeds, one line per
+    method and policy step (one line style per method); the paper's sigma (Eq. 19's default,
+    variance 0.2) is marked."""
+    from lfs.search import SearchConfig
+
+    from benchmarks.report import logit_scale
+
+    pts = scale_points(rows, table)
+    if not pts:
+        return None
+    datasets = sorted({d for d, _, _, _ in pts})
+    methods = sorted({s.split(",")[0] for _, _, s, _ in pts}, reverse=True)
+    styles = ["-", "--", ":", "-."]
+    fig, axes = plt.subplots(2, len(datasets), figsize=(4.8 * len(datasets), 6.6), squeeze=False, sharex="col")
+    for col, dataset in enumerate(datasets):
+        top, bottom = axes[0][col], axes[1][col]
+        metric = next(m for d, m, _, _ in pts if d == dataset)
+        s_head = next((_knob(r, "model", "s") for r in rows if r["table"] == table and r["dataset"] == dataset), None)
+        for series in sorted({s for d, _, s, _ in pts if d == dataset}):
+            xs = sorted(x for d, _, s, x in pts if d == dataset and s == series)
+            cells = [pts[(dataset, metric, series, x)] for x in xs]
+            style = styles[methods.index(series.split(",")[0]) % len(styles)]
+            mean = torch.tensor([sum(c["values"]) / len(c["values"]) for c in cells])
+            sd = torch.tensor([torch.tensor(c["values"], dtype=torch.float64).std().item() if len(c["values"]) > 1
+                               else 0.0 for c in cells])
+            line, = top.plot(xs, mean, style, marker="o", label=series)
+            top.fill_between(xs, mean - sd, mean + sd, color=line.get_color(), alpha=0.15)
+            drift = [(x, c["drift"]) for x, c in zip(xs, cells) if c["drift"]]
+            if drift:
+                dx = [x for x, _ in drift]
+                dm = torch.tensor([sum(v) / len(v) for _, v in drift])
+                dsd = torch.tensor([torch.tensor(v, dtype=torch.float64).std().item() if len(v) > 1 else 0.0
+                                    for _, v in drift])
+                bottom.plot(dx, dm, style, marker="o", color=line.get_color(), label=series)
+                bottom.fill_between(dx, (dm - dsd).clamp_min(0), dm + dsd, color=line.get_color(), alpha=0.15)
+        if s_head is not None:
+            paper = logit_scale({"s": s_head, "sigma": SearchConfig.sigma, "sigma_is": SearchConfig.sigma_is})
+            for ax in (top, bottom):
+                ax.axvline(paper, color="grey", lw=0.8, ls=":")
+            top.annotate("paper's sigma", (paper, 1), xycoords=("data", "axes fraction"), fontsize=7,
+                         ha="right", va="top", rotation=90, color="grey")
+        ticks = sorted({x for d, _, _, x in pts if d == dataset})
+        for ax in (top, bottom):
+            ax.set_xscale("log")
+            ax.set_xticks(ticks, [f"{x:.2g}" for x in ticks])
+            ax.xaxis.set_minor_locator(matplotlib.ticker.NullLocator())
+        top.set_title(f"{dataset} (s = {float(s_head):g})" if s_head is not None else dataset, fontsize=9)
+        lower = metric in ("top1_error",)
+        top.set_ylabel(f"{metric} (%)" + (", lower is better" if lower else ", higher is better"))
+        bottom.set_xlabel("s * std: the sampled perturbation in logit units (log scale)")
+        bottom.set_ylabel("drift of mu: RMS |mu_T - mu_0| (stds)")
+    axes[0][0].legend(fontsize=7)
+    n = min(len(p["values"]) for p in pts.values())
+    fig.suptitle(f"{table}: metric and drift of mu against s * std (mean" + (", band +-1 std over seeds)" if n > 1
+                 else f", n = {n})"), fontsize=9)
+    return _save(fig, out / f"{table}_s_std.png")
+
+
 def draw_all(rows: list[dict], out: Path, table: str | None = None) -> list[Path]:
     if table is not None:
         rows = [r for r in rows if r["table"] == table]
@@ -270,5 +417,8 @@ def draw_all(rows: list[dict], out: Path, table: str | None = None) -> list[Path
         written += [p] if p else []
     if table in (None, "ablation_search"):
         p = method_bars(rows, out, "ablation_search")
+        written += [p] if p else []
+    if table in (None, "ablation_scale"):
+        p = scale_curves(rows, out)
         written += [p] if p else []
     return written

@@ -22,6 +22,8 @@ the seed noise of both runs). Cells without rows say "not run".
 from __future__ import annotations
 
 import argparse
+import csv
+import io
 import json
 import math
 import sys
@@ -43,7 +45,13 @@ FULL_TOLERANCE = 1.0  # percentage points
 MINI_ABS_TOLERANCE = 1.0  # percentage points (metrics are in %)
 LOWER_IS_BETTER = {"top1_error", "approx_error"}
 TABLE_ORDER = ("cifar10", "megaface", "market1501", "dukemtmc", "ablation_b", "ablation_m", "ablation_search",
-               "ablation_sigma", "figure1")
+               "ablation_sigma", "ablation_scale", "figure1")
+
+
+def all_tables() -> list[str]:
+    """Every table: :data:`TABLE_ORDER` first, then any other table config (a new one is never left out)."""
+    conf = Path(__file__).resolve().parent / "conf" / "table"
+    return list(TABLE_ORDER) + sorted(p.stem for p in conf.glob("*.yaml") if p.stem not in TABLE_ORDER)
 
 
 def aggregate(rows: list[dict]) -> dict:
@@ -80,6 +88,27 @@ def worse_by(metric: str, value: float, reference: float) -> float:
 
 
 # ------------------------------------------------------------------------------- tables
+def sampling_std(setting: dict) -> float | None:
+    """The sampling Gaussian's std of a setting that records ``sigma`` (and its reading
+    ``sigma_is``: "variance", Eq. 19's, the default, or "std"); None where it records no sigma."""
+    if "sigma" not in setting:
+        return None
+    sigma = float(setting["sigma"])
+    return sigma if setting.get("sigma_is", "variance") == "std" else math.sqrt(sigma)
+
+
+def logit_scale(setting: dict) -> float | None:
+    """``s * std``: how far, in logits, a sampled loss's perturbation reaches, for a setting that
+    records the head's scale ``s`` and the sampling ``sigma``; None otherwise."""
+    std = sampling_std(setting)
+    return None if std is None or "s" not in setting else float(setting["s"]) * std
+
+
+def parse_setting_key(key: str) -> dict:
+    """The inverse of :func:`benchmarks.results.setting_key` (values as strings)."""
+    return {} if key == "default" else dict(part.partition("=")[::2] for part in key.split(","))
+
+
 def fmt(s: dict | None) -> str:
     if s is None:
         return "not run"
@@ -94,7 +123,11 @@ def write_table(tier: str, table: str, agg: dict, out_dir: Path) -> tuple[Path, 
     if not keys and tier != "full":
         return None
     out_dir.mkdir(parents=True, exist_ok=True)
-    lines = ["tier,table,dataset,method,setting,metric,n,mean,std,ci95_low,ci95_high,published"]
+    # a table whose settings record the head scale s and the sampling sigma shows s * std beside each cell
+    scale = {k[4]: logit_scale(parse_setting_key(k[4])) for k in keys}
+    scaled = any(v is not None for v in scale.values())
+    lines = [["tier", "table", "dataset", "method", "setting", *(["s_std"] if scaled else []),
+              "metric", "n", "mean", "std", "ci95_low", "ci95_high", "published"]]
     published_header = "published" if tier == "full" else "paper (full scale)"
     note = ("published: the paper's cell for the same dataset." if tier == "full" else
             f"paper (full scale): the paper's cell for the same method and setting on "
@@ -102,7 +135,8 @@ def write_table(tier: str, table: str, agg: dict, out_dir: Path) -> tuple[Path, 
             "differences between methods, not absolute values.")
     md = [f"# {table} ({tier} tier)", "",
           f"Mean ± std over seeds [95 % CI of the mean] (n seeds); {note}", "",
-          f"| dataset | method | setting | metric | reproduced | {published_header} |", "|---|---|---|---|---|---|"]
+          f"| dataset | method | setting | {'s·std | ' if scaled else ''}metric | reproduced | {published_header} |",
+          "|---|---|---|---|---|---|" + ("---|" if scaled else "")]
     seen = set()
     for k in keys:
         _, _, dataset, method, setting, metric = k
@@ -117,16 +151,21 @@ def write_table(tier: str, table: str, agg: dict, out_dir: Path) -> tuple[Path, 
             same.sort(key=lambda c: c["dataset"] != pub[0]["dataset"])
         p = same[0]["value"] if same else None
         seen.add((dataset, method, setting, metric))
-        lines.append(",".join(map(str, [tier, table, dataset, method, setting, metric, s["n"], f"{s['mean']:.6g}",
-                                        f"{s['std']:.6g}", f"{s['ci95_low']:.6g}", f"{s['ci95_high']:.6g}",
-                                        "" if p is None else p])))
-        md.append(f"| {dataset} | {method} | {setting} | {metric} | {fmt(s)} | {'' if p is None else p} |")
+        x = [] if not scaled else ["" if scale[setting] is None else f"{scale[setting]:.4g}"]
+        lines.append(list(map(str, [tier, table, dataset, method, setting, *x, metric, s["n"], f"{s['mean']:.6g}",
+                                    f"{s['std']:.6g}", f"{s['ci95_low']:.6g}", f"{s['ci95_high']:.6g}",
+                                    "" if p is None else p])))
+        shown = [] if not scaled else ["" if scale[setting] is None else f"{scale[setting]:.2f}"]
+        md.append(f"| {dataset} | {method} | {setting} | {''.join(v + ' | ' for v in shown)}{metric} | {fmt(s)} | "
+                  f"{'' if p is None else p} |")
     if tier == "full":
         for c in pub:
             if (c["dataset"], c["method"], c["setting"], c["metric"]) not in seen:
                 md.append(f"| {c['dataset']} | {c['method']} | {c['setting']} | {c['metric']} | not run | {c['value']} |")
     csv_path, md_path = out_dir / f"{table}.csv", out_dir / f"{table}.md"
-    csv_path.write_text("\n".join(lines) + "\n")
+    buf = io.StringIO()
+    csv.writer(buf, lineterminator="\n").writerows(lines)  # a setting such as "noise=0.0,search.lr=0.2" is quoted
+    csv_path.write_text(buf.getvalue())
     md_path.write_text("\n".join(md) + "\n")
     return csv_path, md_path
 
@@ -187,10 +226,10 @@ def build(results_dir: Path, tier: str | None = None, table: str | None = None,
 
     rows = load_rows(results_dir) if rows is None else rows
     agg = aggregate(rows)
-    tiers = [tier] if tier else sorted({r["tier"] for r in rows} | {"full"})
+    tiers = [tier] if tier else sorted({r["tier"] for r in rows})  # no full/ folder of empty tables
     written: list[Path] = []
     for t in tiers:
-        for tb in ([table] if table else TABLE_ORDER):
+        for tb in ([table] if table else all_tables()):
             paths = write_table(t, tb, agg, results_dir / t)
             if paths:
                 written.extend(paths)
@@ -205,6 +244,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--tier", default=None)
     ap.add_argument("--table", default=None)
     ap.add_argument("--check", action="store_true", help="compare with published cells / the mini reference")
+    ap.add_argument("--verbose", action="store_true", help="--check: every cell's line, not one line per table")
     ap.add_argument("--write-reference", action="store_true", help=f"write {REFERENCE.name} from the mini rows")
     args = ap.parse_args(argv)
     if not args.results.is_dir():
@@ -227,12 +267,28 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     reference = json.loads(REFERENCE.read_text()) if REFERENCE.exists() else None  # --check
     lines, ok = check(agg, reference)
-    print("\n".join(lines))
+    print("\n".join(check_summary(lines, verbose=args.verbose)))
     counts = {w: sum(line.startswith(w) for line in lines) for w in ("ok", "REGRESSION", "not run")}
     print(f"check: {counts['ok']} ok, {counts['REGRESSION']} regressions, {counts['not run']} not run"
-          + ("" if reference is not None else f" (no {REFERENCE.name} yet)"))
+          + ("" if reference is not None else f" (no {REFERENCE.name} yet)")
+          + ("" if args.verbose else " (--verbose lists every cell)"))
     return 0 if ok else 1
 
+
+def check_summary(lines: list[str], verbose: bool = False) -> list[str]:
+    """The check's lines as one line per (tier, table) with its counts, followed by the
+    regressions in full; ``verbose``: every cell's line."""
+    if verbose:
+        return lines
+    counts: dict[tuple[str, str], dict[str, int]] = {}
+    for line in lines:
+        status = "not run" if line.startswith("not run") else line.split()[0]
+        tier, table = line[10:].split()[:2]
+        c = counts.setdefault((tier, table), {"ok": 0, "REGRESSION": 0, "not run": 0})
+        c[status] += 1
+    out = [f"{tier:<5} {table:<16} {c['ok']:>4} ok  {c['REGRESSION']:>3} regressions  {c['not run']:>4} not run"
+           for (tier, table), c in sorted(counts.items())]
+    return out + [line for line in lines if line.startswith("REGRESSION")]
 
 if __name__ == "__main__":
     sys.exit(main())

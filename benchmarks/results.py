@@ -7,11 +7,17 @@ identity, so concurrent jobs never write the same file, and a rerun finds its ow
 skipped unless forced).
 
 Layout: ``<results_dir>/<tier>/<table>/<dataset>/<method>/<setting>/seed=<seed>.json`` with an
-optional ``... .history.json`` beside it (per-epoch records of a search: mu trajectory, rewards).
+optional ``seed=<seed>.history.json.gz`` beside it: the per-epoch records of a search (candidates,
+rewards, the searcher's record such as mu), gzipped compact JSON with every float kept to 7
+significant digits (float32 precision; the row's own numbers are not rounded), which makes it
+about 5x smaller than plain JSON. :func:`load_history` also reads the older uncompressed
+``.history.json``.
 """
 from __future__ import annotations
 
+import gzip
 import json
+import math
 import os
 import platform
 import socket
@@ -54,6 +60,44 @@ def atomic_write_json(path: Path, obj: Any, indent: int | None = 1) -> None:
     the complete new one, never a partial one."""
     text = json.dumps(obj, indent=indent, sort_keys=True, allow_nan=True, default=_jsonable)
     atomic_write(path, text.encode())
+
+
+HISTORY_DIGITS = 7
+
+
+def history_path(row: Path) -> Path:
+    """Where a row's per-epoch history lives (beside it)."""
+    row = Path(row)
+    return row.with_name(row.stem + ".history.json.gz")
+
+
+def _round(x, digits: int = HISTORY_DIGITS):
+    if isinstance(x, float):
+        return x if not math.isfinite(x) or x == 0 else float(f"{x:.{digits}g}")
+    if isinstance(x, list):
+        return [_round(v, digits) for v in x]
+    if isinstance(x, dict):
+        return {k: _round(v, digits) for k, v in x.items()}
+    return x
+
+
+def write_history(row: Path, history: list) -> Path:
+    """Write a row's history atomically (see the module docstring for the format)."""
+    plain = json.loads(json.dumps(history, allow_nan=True, default=_jsonable))  # tensors -> lists
+    text = json.dumps(_round(plain), separators=(",", ":"), sort_keys=True, allow_nan=True)
+    path = history_path(row)
+    atomic_write(path, gzip.compress(text.encode(), compresslevel=9, mtime=0))
+    return path
+
+
+def load_history(row: Path) -> list | None:
+    """A row's history (gzipped, or the older plain ``.history.json``); None if it has none."""
+    row = Path(row)
+    path = history_path(row)
+    if path.exists():
+        return json.loads(gzip.decompress(path.read_bytes()))
+    legacy = row.with_name(row.stem + ".history.json")
+    return json.loads(legacy.read_text()) if legacy.exists() else None
 
 
 def _jsonable(obj):

@@ -7,6 +7,8 @@ table's CSV, Markdown and figures are regenerated from the rows (benchmarks/repo
 """
 from __future__ import annotations
 
+import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -15,13 +17,15 @@ if __package__ in (None, ""):  # run as a script: make `benchmarks` importable f
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import hydra
+from hydra.errors import HydraException
 from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, OmegaConf
 
-from benchmarks import methods, results, runner
+from benchmarks import arguments, methods, progress, results, runner
 from benchmarks.config import ConfigError, row_setting, validate
 from benchmarks.callbacks import JobError
 from benchmarks.data import DatasetError
+from benchmarks.data.images import unwrap_worker_error
 from lfs import SearchFailed
 from lfs.distributed import environment as distributed_environment
 from lfs.distributed import is_writer
@@ -37,11 +41,30 @@ def tables() -> list[str]:
 def check_table_argument(argv: list[str]) -> None:
     """One-line error for an unknown ``+table=`` (Hydra's own message spans many lines)."""
     for arg in argv:
+        if arg.startswith("table="):  # Hydra needs the +: the table key is not in config.yaml
+            print(f"error: write +{arg} (with a +), or lfs-bench run {arg.split('=', 1)[1]}", file=sys.stderr)
+            sys.exit(2)
         if arg.lstrip("+").startswith("table="):
             name = arg.split("=", 1)[1]
             if name not in tables():
                 print(f"error: unknown table {name!r} (+table=...); available: {', '.join(tables())}", file=sys.stderr)
                 sys.exit(2)
+
+
+class HydraJobErrorFilter:
+    """stderr without Hydra's "Error executing job with overrides: [...]" line (written straight
+    to stderr by its JobReturn): the suite's own line names the failed job and its problem."""
+
+    def __init__(self, stream):
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        if text.startswith("Error executing job with overrides:"):
+            return len(text)
+        return self.stream.write(text)
+
+    def __getattr__(self, name):
+        return getattr(self.stream, name)
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="config")
@@ -60,35 +83,54 @@ def main(cfg: DictConfig) -> None:
     ident = dict(table=plain["table"], tier=plain["tier"]["name"], dataset=dataset, method=plain["method"],
                  setting=row_setting(plain["setting"], raw_setting, overrides), seed=plain["seed"])
     path = results.row_path(plain["results_dir"], **ident)
+    label = f"{ident['dataset']}/{ident['method']}/{results.setting_key(ident['setting'])}/seed={ident['seed']}"
     if path.exists() and not plain["force"]:
-        print(f"skip: {path} exists (force=true reruns it)", flush=True)
+        logging.getLogger("benchmarks.progress").info("skip: %s exists (force=true reruns it)", path)
+        if not progress.report_job({"status": "skip", "label": label, "path": str(path)}):
+            print(f"skip: {path} exists (force=true reruns it)", flush=True)
         return
     env = distributed_environment()
     if env is not None and int(env["RANK"]) != 0 and not methods.get(plain["method"]).is_search:
         return  # a job of several processes: only a loss search is spread over them; rank 0 runs the rest
-    for written in (path, path.with_name(path.stem + ".history.json")):  # a kill mid-write left these
+    for written in (path, results.history_path(path)):  # a kill mid-write left these
         lfs_checkpoint.clean_temporaries(written)
     checkpoint = results.checkpoint_path(path) if plain.get("checkpoint", True) else None
     if checkpoint is not None and plain["force"]:
         lfs_checkpoint.remove(checkpoint)  # force: start over
+        for stale in checkpoint.parent.glob(checkpoint.name + ".tune*"):  # a tuned arm's points
+            stale.unlink()
     start = time.perf_counter()
     try:
         metrics, extra, history = runner.run(plain, checkpoint=checkpoint)
-    except (DatasetError, ConfigError, lfs_checkpoint.CheckpointError, SearchFailed) as e:
-        raise JobError(f"error: {ident['dataset']}/{ident['method']}/seed={ident['seed']}: {e}") from None
+    except Exception as e:  # noqa: BLE001 - bad input ends in one line; anything else is a bug: re-raised
+        known = (DatasetError, ConfigError, lfs_checkpoint.CheckpointError, SearchFailed)
+        cause = e if isinstance(e, known) else unwrap_worker_error(e)  # a DataLoader worker's DatasetError
+        if cause is None:  # not the user's input: a bug. The traceback goes to the job's log
+            logging.getLogger("benchmarks.run").info("job %s failed", label, exc_info=True)  # run.log only
+            log_file = Path(HydraConfig.get().runtime.output_dir) / f"{HydraConfig.get().job.name}.log"
+            message = (f"unexpected {type(e).__name__}: {' '.join(str(e).split())[:300]} (the traceback is in "
+                       f"{log_file}; please report it)")
+            code = 1
+        else:
+            message = str(cause)
+            code = 1 if isinstance(cause, SearchFailed) else 2  # the computation failed / the input cannot be used
+        if is_writer():
+            progress.report_job({"status": "failed", "label": label, "error": message})
+        raise JobError(f"error: {ident['dataset']}/{ident['method']}/seed={ident['seed']}: {message}", code) from None
     if not is_writer():  # other ranks of a distributed search: rank 0 writes the row
         return
     prov = results.provenance(overrides=overrides)
     prov["wall_seconds"] = round(time.perf_counter() - start, 3)
     prov["config"] = plain
     if history:  # the row is written last: a row on disk means its run is complete
-        results.atomic_write_json(path.with_name(path.stem + ".history.json"), history, indent=None)
+        results.write_history(path, history)
     results.atomic_write_json(path, results.make_row(metrics=metrics, provenance=prov, extra=extra, **ident))
     if checkpoint is not None:
         lfs_checkpoint.remove(checkpoint)  # the row is on disk: the run is complete
-    shown = ", ".join(f"{k}={v:.4g}" for k, v in metrics.items())
-    print(f"done: {ident['dataset']}/{ident['method']}/{results.setting_key(ident['setting'])}/seed={ident['seed']}: "
-          f"{shown} ({prov['wall_seconds']:.1f}s) -> {path}", flush=True)
+    event = {"status": "done", "label": label, "metrics": metrics, "seconds": prov["wall_seconds"], "path": str(path)}
+    logging.getLogger("benchmarks.progress").info("%s -> %s", progress.job_line(event), path)
+    if not progress.report_job(event):  # not in a sweep that shows progress: say it here
+        print(f"done: {progress.job_line(event)} -> {path}", flush=True)
 
 
 if __name__ == "__main__":
@@ -100,4 +142,21 @@ if __name__ == "__main__":
         print(usage(), file=sys.stdout if help_asked else sys.stderr)
         sys.exit(0 if help_asked else 2)
     check_table_argument(args)
-    main()
+    try:
+        sys.argv[1:] = arguments.check(args)
+    except arguments.ArgumentError as e:
+        print(f"error: {e}", file=sys.stderr)
+        sys.exit(2)
+    sys.stderr = HydraJobErrorFilter(sys.stderr)
+    os.environ.setdefault("HYDRA_FULL_ERROR", "1")  # Hydra raises instead of printing: the lines below say it once
+    try:
+        main()
+    except JobError as e:  # a job met bad input: its one line (the other jobs' rows are on disk)
+        from benchmarks.callbacks import ReportCallback
+
+        ReportCallback.stop_progress()
+        print(str(e), file=sys.stderr)
+        sys.exit(e.code)
+    except HydraException as e:  # a composition error the checks above did not foresee
+        print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+        sys.exit(2)

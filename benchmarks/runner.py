@@ -5,6 +5,7 @@ it can be called from tests and from other launchers. ``benchmarks/run.py`` is t
 """
 from __future__ import annotations
 
+import logging
 import math
 import os
 import sys
@@ -24,7 +25,8 @@ from lfs.executors import load_train_state, restore_state, train_state_dict
 from lfs.search import EpochRecord
 
 from . import protocols, results
-from .config import ConfigError, build_method, resumable, search_config, validate, validate_method  # noqa: F401  (ConfigError: re-exported)
+from .data import DatasetError
+from .config import ConfigError, build_method, check_device, resumable, search_config, validate, validate_method  # noqa: F401  (ConfigError: re-exported)
 
 
 def set_threads(cfg: dict) -> int:
@@ -103,39 +105,30 @@ def evaluate(cfg: dict, data, model: nn.Module) -> dict:
 
 # ------------------------------------------------------------------------------- progress
 class Progress:
-    """One line per epoch on stderr (a progress bar when stderr is a terminal)."""
+    """A job's epoch lines: always in the job's log (Hydra's per-job ``run.log``, through the
+    ``benchmarks.progress`` logger), on stderr too with ``verbose=true``. The sweep's own progress
+    (a line or a bar per finished job) is the launching process's (:mod:`benchmarks.progress`)."""
 
-    def __init__(self, label: str, epochs: int, enabled: bool):
-        self.label, self.epochs, self.enabled = label, epochs, enabled
-        self.bar = None
-        if enabled and sys.stderr.isatty():
-            try:
-                from tqdm import tqdm
+    def __init__(self, label: str, epochs: int, verbose: bool):
+        self.label, self.epochs, self.verbose = label, epochs, verbose
+        self.log = logging.getLogger("benchmarks.progress")
 
-                self.bar = tqdm(total=epochs, desc=label, leave=False, file=sys.stderr)
-            except ImportError:
-                pass
+    def say(self, line: str, always: bool = False) -> None:
+        self.log.info(line)
+        if self.verbose or always:
+            print(line, file=sys.stderr, flush=True)
 
     def __call__(self, r: EpochRecord):
-        if not self.enabled:
-            return
-        if self.bar is not None:
-            self.bar.set_postfix(best=f"{r.best_reward:.3f}", failed=sum(r.failed))
-            self.bar.update(1)
-        else:
-            print(f"  {self.label} epoch {r.epoch + 1}/{self.epochs} best reward {r.best_reward:.4f} "
-                  f"failed {sum(r.failed)}/{len(r.failed)} ({r.seconds:.1f}s)", file=sys.stderr, flush=True)
+        self.say(f"  {self.label} epoch {r.epoch + 1}/{self.epochs} best reward {r.best_reward:.4f} "
+                 f"failed {sum(r.failed)}/{len(r.failed)} ({r.seconds:.1f}s)")
 
     def resumed(self, epoch: int, path) -> None:
         """``epoch``: the epochs done; said as the 1-based epoch the run continues with, as lfs's
-        log says it. Always said, progress or not: the user must know the run did not start over."""
-        print(f"  {self.label} resumed at epoch {epoch + 1}/{self.epochs} from {path}", file=sys.stderr, flush=True)
-        if self.bar is not None:
-            self.bar.update(epoch)
+        log says it. Always said: the user must know the run did not start over."""
+        self.say(f"  {self.label} resumed at epoch {epoch + 1}/{self.epochs} from {path}", always=True)
 
     def close(self):
-        if self.bar is not None:
-            self.bar.close()
+        pass
 
 
 # ------------------------------------------------------------------------------------ run
@@ -145,20 +138,48 @@ def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, li
     With ``checkpoint``, a search saves its state there after every epoch and a rerun resumes
     from it (see :mod:`lfs.checkpoint`)."""
     validate(cfg, check_method=False)
+    check_device(cfg)
     threads = set_threads(cfg)
     if cfg.get("job", "train") == "fit":
         validate_method(cfg)
         metrics, extra = run_fit(cfg)
         return metrics, {**extra, "threads": threads}, []
+    from benchmarks import methods
+
+    try:
+        tuned = methods.get(cfg["method"]).tune
+    except ValueError as e:
+        raise ConfigError(f"method: {e}") from None
+    if tuned:
+        return run_tuned(cfg, checkpoint, threads)
+    model, history, extra, data = train(cfg, checkpoint)
+    metrics = evaluate(cfg, data, model)
+    extra.update({"device": str(next(model.parameters()).device), "threads": threads,
+                  "num_classes": int(data.num_classes), "data": results.compact(dict(data.info))})
+    return metrics, extra, history
+
+
+def train(cfg: dict, checkpoint: str | Path | None = None):
+    """Build the method, load the data, train: ``(model, history, extra, data)`` (no test metrics)."""
     built = build_method(cfg)  # checks the method (its family, searcher or loss) as it builds it
     method = built["method"]
     torch.manual_seed(cfg["seed"])
-    data = load_data(cfg)
-    model_fn = model_factory(cfg, data)
-    loss_fn = built["family"].loss if method.is_search else fixed_loss(*built["loss"])
-    task = make_task(cfg, data, model_fn, loss_fn)
+    if method.is_evolution:  # its data and tasks are its own (benchmarks.evolution)
+        from benchmarks.evolution import run_evolution
+
+        label = f"{cfg['dataset']['name']}/{method.name}/seed={cfg['seed']}"
+        return run_evolution(cfg, built, checkpoint, Progress(label, 0, bool(cfg.get("verbose", False))))
+    try:  # a value the data cannot serve (a split smaller than the batch, too few identities to hold out)
+        data = load_data(cfg)
+        model_fn = model_factory(cfg, data)
+        loss_fn = built["family"].loss if method.is_search else fixed_loss(*built["loss"])
+        task = make_task(cfg, data, model_fn, loss_fn)
+    except DatasetError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise setup_error(e) from None
     label = f"{cfg['dataset']['name']}/{method.name}/seed={cfg['seed']}"
-    progress = Progress(label, cfg["train"]["epochs"], cfg.get("progress", True))
+    progress = Progress(label, cfg["train"]["epochs"], bool(cfg.get("verbose", False)))
     start = time.perf_counter()
     if method.teacher:
         model, history = train_l2t_dlf(cfg, data, task, progress, checkpoint)
@@ -166,11 +187,83 @@ def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, li
     else:
         model, history, extra = train_with_search(cfg, built, task, progress, checkpoint)
     progress.close()
-    train_seconds = time.perf_counter() - start
-    metrics = evaluate(cfg, data, model)
-    extra.update({"train_seconds": train_seconds, "threads": threads, "num_classes": int(data.num_classes),
-                  "data": results.compact(dict(data.info))})
-    return metrics, extra, history
+    extra["train_seconds"] = time.perf_counter() - start
+    extra["model_epochs"] = model_epochs(cfg, built)
+    return model, history, extra, data
+
+
+def setup_error(e: Exception) -> Exception:
+    """A value the data or the model cannot take, met while setting a run up, as one line
+    (:class:`ConfigError`); any other error is returned as it is (a bug: its traceback is kept)."""
+    text = str(e)
+    if isinstance(e, TypeError):
+        if "unexpected keyword argument" not in text:
+            return e
+        return ConfigError(f"{text}: a key under dataset.loader.* or model.kwargs.* that this dataset's loader "
+                           "or model does not take")
+    if "batch_size" in text or "split" in text:
+        return ConfigError(f"{text} (check train.batch_size, subsample and dataset.loader.*)")
+    return ConfigError(text)
+
+
+def model_epochs(cfg: dict, built: dict) -> int:
+    """What a run's training cost, in model-epochs: copies trained per epoch x epochs."""
+    method = built["method"]
+    copies = (method.B or cfg["search"]["B"]) if method.is_search else 1
+    return int(copies) * int(cfg["train"]["epochs"])
+
+
+def run_tuned(cfg: dict, checkpoint: str | Path | None, threads: int) -> tuple[dict, dict, list[dict]]:
+    """A tuned arm (a method with ``tune``): train every point of its grid, keep the one with the
+    best validation reward (ties: the first), evaluate only that model on the test split. The row
+    records the grid, each point's validation reward and cost, the choice, and the total cost in
+    model-epochs. Each point checkpoints as a run does (``<checkpoint>.tune<i>``) and the finished
+    points are kept in ``<checkpoint>.tune`` (the best model's weights with them), so a rerun
+    after a kill loses nothing already trained."""
+    from benchmarks import methods
+
+    method = methods.get(cfg["method"])
+    points = methods.tune_points(method, cfg)
+    state_path = None if checkpoint is None else Path(str(checkpoint) + ".tune")
+    found = lfs_checkpoint.load_with_source(state_path) if state_path is not None else None
+    state = found[0] if found is not None else {"points": [], "best": None, "grid": points}
+    if state["grid"] != points:
+        raise ConfigError(f"checkpoint {state_path} was written for another tuning grid; rerun with force=true")
+    data = None
+    for i, point in enumerate(points):
+        if i < len(state["points"]):
+            continue
+        point_cfg = methods.with_values(cfg, point)
+        point_ckpt = None if checkpoint is None else Path(f"{checkpoint}.tune{i}")
+        model, history, extra, data = train(point_cfg, point_ckpt)
+        reward = float(extra["val_reward"])
+        state["points"].append({"point": point, "val_reward": reward, "model_epochs": extra["model_epochs"],
+                                "train_seconds": extra["train_seconds"]})
+        best = state["best"]
+        if best is None or reward > best["val_reward"]:
+            state["best"] = {"index": i, "val_reward": reward, "model": model.state_dict(), "history": history,
+                             "extra": extra}
+        if state_path is not None:
+            lfs_checkpoint.save(state_path, state)
+            lfs_checkpoint.remove(point_ckpt)
+    best = state["best"]
+    chosen_cfg = methods.with_values(cfg, points[best["index"]])
+    if data is None:  # every point was trained before a restart: the data again, for the test split
+        torch.manual_seed(cfg["seed"])
+        data = load_data(chosen_cfg)
+    model = model_factory(chosen_cfg, data)()
+    model.load_state_dict(best["model"])
+    metrics = evaluate(chosen_cfg, data, model)
+    extra = dict(best["extra"])
+    total = sum(p["model_epochs"] for p in state["points"])
+    extra.update({"device": str(next(model.parameters()).device), "threads": threads,
+                  "num_classes": int(data.num_classes), "data": results.compact(dict(data.info)),
+                  "model_epochs": total, "train_seconds": sum(p["train_seconds"] for p in state["points"]),
+                  "tune": {"chosen": points[best["index"]], "points": state["points"], "model_epochs": total,
+                           "selected_on": "validation split (the reward's)"}})
+    if state_path is not None:
+        lfs_checkpoint.remove(state_path)
+    return metrics, extra, best["history"]
 
 
 def check_resumed_config(saved: dict | None, current: dict, path) -> None:

@@ -6,7 +6,9 @@ The loop (:mod:`lfs.search`, AM-LFS's Algorithm 1) is family- and searcher-agnos
   ICCV 2019) and ``search_softmax`` (Wang et al., ICML 2020);
 * searchers (:mod:`lfs.searcher`, :mod:`lfs.searchers`): ``gaussian`` (REINFORCE on a Gaussian's
   mean: learn / fixed / random / select) and ``uniform``;
-* executors (:mod:`lfs.executors`, :mod:`lfs.auto`, :mod:`lfs.distributed`) that train the B copies.
+* executors (:mod:`lfs.executors`, :mod:`lfs.auto`, :mod:`lfs.distributed`) that train the B copies;
+* evolved losses (:mod:`lfs.evolve`): formulas of primitive operators (CSE-Autoloss, AutoLoss-Zero),
+  their screening (LRP, convergence verification, GEC) and an evolutionary search over them.
 
 No Hydra and nothing from ``benchmarks`` is imported here: drop it into any training loop.
 """

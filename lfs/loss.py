@@ -48,6 +48,79 @@ _REDUCTIONS = ("mean", "sum", "none")
 INVALID_TAU = ("ignore", "nan")
 
 
+def check_inputs(cos: Tensor, target: Tensor, fn: str = "loss", check_range: bool = False) -> None:
+    """One-line errors for inputs every loss of this project refuses (shared by
+    :func:`am_lfs_loss` and the baselines):
+
+    * ``cos`` must be a floating-point N x C tensor (an integer tensor: convert with ``.float()``);
+      float16 and bfloat16 are computed in that precision, like ``F.cross_entropy``;
+    * ``target`` must be an int64 tensor of N class indices (one per row of ``cos``);
+    * with ``check_range``, every index must lie in ``[0, C)`` (skipped under ``torch.func``
+      transforms and for tensors off the CPU, where it would need a host sync). Off by default: the
+      losses let the gather fail and name the index then (:func:`validated`), which costs nothing
+      on good input.
+
+    Values of ``cos`` outside [-1, 1] are not refused: the transforms extend their end pieces.
+    Costs a few attribute reads (and one min/max over N with ``check_range``)."""
+    if not isinstance(cos, Tensor) or not cos.is_floating_point():
+        what = cos.dtype if isinstance(cos, Tensor) else type(cos).__name__
+        raise TypeError(f"{fn}: cos must be a floating-point tensor, got {what}; convert it with cos.float()")
+    if cos.ndim != 2:
+        raise ValueError(f"{fn}: cos must have shape (N, C), one row of class cosines per example; "
+                         f"got {tuple(cos.shape)}")
+    if not isinstance(target, Tensor) or target.dtype != torch.int64:
+        what = target.dtype if isinstance(target, Tensor) else type(target).__name__
+        raise TypeError(f"{fn}: target must be an int64 tensor of class indices, got {what}; use target.long()")
+    if target.shape != cos.shape[:1]:
+        raise ValueError(f"{fn}: target has shape {tuple(target.shape)} but cos has {cos.shape[0]} rows; "
+                         "pass one class index per row")
+    if cos.shape[0] == 0:
+        raise ValueError(f"{fn}: the batch is empty (cos has 0 rows)")
+    if check_range and target.numel() and target.device.type == "cpu" \
+            and not torch._C._are_functorch_transforms_active():
+        lo, hi = torch.aminmax(target)
+        if lo < 0 or hi >= cos.shape[1]:
+            target_range_error(fn, target, cos.shape[1])
+
+
+def validated(fn: str):
+    """Decorator of a loss ``f(cos, target, ...)``: :func:`check_inputs` before the call, and a
+    target index outside [0, C), which makes torch's gather or cross entropy fail, named in one
+    line after it (nothing is checked on the values of good input)."""
+    import functools
+
+    def wrap(f):
+        @functools.wraps(f)
+        def loss(cos, target, *args, **kwargs):
+            check_inputs(cos, target, fn)
+            try:
+                return f(cos, target, *args, **kwargs)
+            except (RuntimeError, IndexError) as e:
+                if "out of bounds" in str(e) and ((target < 0) | (target >= cos.shape[1])).any():
+                    target_range_error(fn, target, cos.shape[1])
+                raise
+
+        return loss
+
+    return wrap
+
+
+def target_range_error(fn: str, target: Tensor, num_classes: int):
+    bad = target[(target < 0) | (target >= num_classes)]
+    raise ValueError(f"{fn}: target holds class index {int(bad[0])}, outside [0, {num_classes}) "
+                     f"for cos with {num_classes} columns")
+
+
+def check_theta(theta: Tensor, fn: str = "am_lfs_loss") -> None:
+    """theta must be one vector ``[a_t, b_t, a_tau, b_tau]`` of 4M numbers (shape (4M,)); a
+    leading batch dimension such as (1, 4M) is refused rather than guessed."""
+    if not isinstance(theta, Tensor):
+        raise TypeError(f"{fn}: theta must be a tensor of 4M numbers, got {type(theta).__name__}")
+    if theta.ndim != 1 or theta.numel() == 0 or theta.numel() % 4:
+        raise ValueError(f"{fn}: theta must have shape (4M,) = [a_t, b_t, a_tau, b_tau], got {tuple(theta.shape)}"
+                         + ("; pass theta[0] or theta.reshape(-1)" if theta.ndim == 2 and theta.shape[0] == 1 else ""))
+
+
 def reduce_loss(loss: Tensor, reduction: str) -> Tensor:
     """Apply ``reduction`` ("mean", "sum" or "none") to per-sample losses."""
     if reduction == "mean":
@@ -93,6 +166,7 @@ def margin_cross_entropy(cos: Tensor, target: Tensor, scale, target_cosine, redu
 
     ``scale`` is a number, an N x 1 or an N x C tensor (see :func:`as_scale`).
     """
+    check_inputs(cos, target, "loss")
     scale = as_scale(scale, cos)
     cos_y = gather_target(cos, target)
     scale_y = gather_target(scale.expand_as(cos), target)
@@ -173,6 +247,11 @@ def am_lfs_loss(
 
     With ``theta = identity_theta(M)`` this equals ``F.cross_entropy(scale * cos, target)``.
 
+    Inputs (checked, one-line errors; :func:`check_inputs`, :func:`check_theta`): ``cos`` a float
+    tensor (N, C) (float16 / bfloat16 are computed in that precision; values outside [-1, 1] are
+    accepted, the end pieces of t extend linearly), ``target`` int64 (N,) with indices in [0, C),
+    ``theta`` of shape (4M,) (a (1, 4M) theta is refused, not guessed).
+
     Speed: the gradient is computed in closed form by a custom autograd Function (vmappable, see
     the module docstring): forward + backward costs less than one cross entropy at (256, 10575) and
     less than three at (128, 10), where per-op overhead is all there is (measured:
@@ -184,6 +263,8 @@ def am_lfs_loss(
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if invalid_tau not in INVALID_TAU:
         raise ValueError(f"invalid_tau must be one of {INVALID_TAU}, got {invalid_tau!r}")
+    check_inputs(cos, target, "am_lfs_loss", check_range=False)  # the range: below, only on failure
+    check_theta(theta)
     if theta.requires_grad:
         return am_lfs_loss_autograd(cos, target, theta, scale, reduction, invalid_tau, tau_floor)
     if isinstance(scale, Tensor):
@@ -195,4 +276,9 @@ def am_lfs_loss(
         return _AMLFSLossT.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))[0]
     if isinstance(scale, Tensor) and scale.ndim == 0 and not scale.requires_grad and scale.device.type == "cpu":
         scale = float(scale)  # exactly its value; fewer ops as a (cached) constant
-    return _AMLFSLoss.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))
+    try:
+        return _AMLFSLoss.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))
+    except (RuntimeError, IndexError) as e:  # the gather's "index out of bounds": name the target instead
+        if "out of bounds" in str(e) and ((target < 0) | (target >= cos.shape[1])).any():
+            target_range_error("am_lfs_loss", target, cos.shape[1])
+        raise

@@ -18,6 +18,18 @@ to zero mean and unit variance over the B samples (Section 4.1), the REINFORCE g
 Eq. 20 as printed is the plain ascent step ``mu <- mu + eta g`` (``optimizer="sgd"``); the
 paper's implementation details use Adam with lr 0.05 (``optimizer="adam"``, the default), which
 is fed ``-g`` as the gradient of the objective to minimize.
+
+``optimizer="natural"`` is our option, not the paper's: plain SGD on the natural gradient of the
+mean, ``var g`` (the Fisher information of a Gaussian's mean is ``I / var``), i.e.
+
+    mu <- mu + eta 1/B sum_i R_i (theta_i - mu) = mu + eta std 1/B sum_i R_i eps_i,   eps_i = (theta_i - mu) / std
+
+The step is in units of the sampling std, and its size follows the signal: ``1/B sum_i R_i
+eps_ij`` is the (uncentred) correlation of the rewards with the draws' j-th coordinate, at most
+``sqrt(mean_i eps_ij^2)`` ~ 1 in magnitude (Cauchy-Schwarz, R having unit mean square), and of
+size ~ 1/sqrt(B) when the rewards carry no signal. Adam instead rescales each coordinate's
+gradient to about unit size, so that mu moves ~ lr per coordinate per epoch whatever the rewards
+say, however narrow or wide the Gaussian (issue 12).
 """
 from __future__ import annotations
 
@@ -30,7 +42,7 @@ from torch import Tensor
 from .search_space import identity_theta, in_search_space
 
 SIGMA_IS = ("variance", "std")
-OPTIMIZERS = ("adam", "sgd")
+OPTIMIZERS = ("adam", "sgd", "natural")
 
 
 def normalize_rewards(rewards: Tensor, eps: float = 1e-12) -> Tensor:
@@ -55,7 +67,8 @@ class GaussianPolicy:
         sigma: the paper's sigma (0.2).
         sigma_is: "variance" (Eq. 19 literally: covariance sigma I) or "std".
         lr: learning rate of the mu optimizer (0.05).
-        optimizer: "adam" (the paper's implementation) or "sgd" (Eq. 20 literally).
+        optimizer: "adam" (the paper's implementation), "sgd" (Eq. 20 literally) or "natural" (ours:
+            SGD on ``var g``, a step of ``lr`` in units of the sampling std; see the module docstring).
         mu: initial mean (defaults to the identity theta); any vector (another family's space).
     """
 
@@ -80,7 +93,7 @@ class GaussianPolicy:
         self.mu = init.clone().requires_grad_(True)
         self.last_relaxed = 0  # draws of the last sample() taken outside the space (on_empty="relax")
         self.lr, self.optimizer_name = float(lr), optimizer
-        opt = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD
+        opt = torch.optim.Adam if optimizer == "adam" else torch.optim.SGD  # natural: SGD on var g
         self.optimizer = opt([self.mu], lr=self.lr)
 
     @property
@@ -179,7 +192,10 @@ class GaussianPolicy:
         if not torch.isfinite(rewards).all():
             raise ValueError("rewards must be finite (floor failed samples before the update)")
         self.optimizer.zero_grad(set_to_none=True)
-        self.mu.grad = -self.reinforce_gradient(thetas, rewards)
+        grad = -self.reinforce_gradient(thetas, rewards)
+        if self.optimizer_name == "natural":  # the natural gradient of the mean: var g (Fisher I / var)
+            grad = grad * self.variance
+        self.mu.grad = grad
         self.optimizer.step()
         return self.mu.detach().clone()
 

@@ -301,8 +301,35 @@ def default_searcher(config: SearchConfig) -> Searcher:
 
 def search(task: Task, config: SearchConfig | None = None, *, family: LossFamily | None = None,
            searcher: Searcher | None = None, **overrides) -> SearchResult:
-    """Convenience wrapper: ``search(task, epochs=10, B=8)`` (AM-LFS), or with ``family=`` /
-    ``searcher=`` another loss family and searcher (see :class:`LossSearch`)."""
+    """Run a loss search (AM-LFS's Algorithm 1) on ``task`` and return its :class:`SearchResult`.
+
+    ``lfs.search(task, epochs=10)`` runs AM-LFS with the paper's settings; any option of
+    :class:`SearchConfig` may be given by keyword (or pass a ``config``; keywords then override
+    its fields). Options and their defaults:
+
+    * ``epochs`` (required): outer epochs, one training epoch of every copy each.
+    * ``B=32``: copies (sampled losses) trained per epoch (the paper's B).
+    * ``M=6``: intervals of the piecewise-linear family (the default family).
+    * ``mode="learn"``: the default searcher's mode: ``learn`` (AM-LFS), ``fixed`` (the fixed
+      distribution), ``random`` (random search over static losses), ``select`` (best-of-B with
+      cross entropy only).
+    * ``sigma=0.2``, ``sigma_is="variance"``: the sampling Gaussian N(mu, sigma I) (Eq. 19);
+      ``"std"`` reads sigma as the standard deviation.
+    * ``lr=0.05``, ``policy_optimizer="adam"``: the step on mu (Eq. 20; ``"sgd"``: the plain step;
+      ``"natural"``: ours, a step of lr sampling stds along the natural gradient).
+    * ``constraint="positive"``: sample inside the paper's space (``"none"``: the raw Gaussian).
+    * ``broadcast_optimizer=True``: the best copy's optimizer state is broadcast with its weights.
+    * ``failed_reward="min"``: a failed copy's reward in the update (``"drop"``: left out).
+    * ``executor="sequential"``: how the B copies are trained: ``sequential`` (any task),
+      ``vectorized`` (torch.func, one batched model), ``auto``, ``distributed``.
+    * ``seed=0``: the candidates, data order and initialization.
+
+    ``family=`` and ``searcher=`` replace the default family and searcher (see :class:`LossSearch`,
+    :func:`lfs.make_family`, :func:`lfs.make_searcher`); the searcher options above then do not
+    apply. For a checkpoint (resume after a kill) or a per-epoch callback, use :class:`LossSearch`.
+
+    Example: ``lfs.search(task, epochs=3, B=4, executor="vectorized", seed=0)`` (the README's).
+    """
     if config is None:
         config = SearchConfig(**overrides)
     elif overrides:

@@ -12,7 +12,7 @@ from torch.func import vmap
 
 import baselines
 import lfs
-from lfs.family import LossFamily, family_class, list_families, make_family, register_family
+from lfs.family import LossFamily, ParametricFamily, family_class, list_families, make_family, register_family
 from lfs.families.search_softmax import modulating_factor, search_softmax_loss
 from lfs.search import LossSearch, SearchConfig
 from lfs.searcher import Searcher, list_searchers, make_searcher
@@ -26,8 +26,13 @@ SEARCHER_ARGS = {"gaussian": {"mode": "learn", "sigma": 0.05, "sigma_is": "std"}
                  "grid": {"values": [[0.05 * i] * 10 for i in range(6)]}}
 
 
+# families whose candidates are not real vectors (formulas): their own tests below
+OTHER_FAMILY_ARGS = {"expression": [{"operators": "cse_autoloss"}, {"operators": "autoloss_zero"}]}
+
+
 def builtin_families():
-    return [n for n in list_families() if family_class(n).__module__.startswith("lfs.families.")]
+    return [n for n in list_families() if family_class(n).__module__.startswith("lfs.families.")
+            and n not in OTHER_FAMILY_ARGS]
 
 
 def every_family():
@@ -43,6 +48,9 @@ def head_output(seed=0, n=12, c=5, s=16.0):
 # --------------------------------------------------------------------------- every family
 def test_every_registered_family_has_test_arguments():
     assert set(builtin_families()) == set(FAMILY_ARGS)
+    assert all(issubclass(family_class(n), ParametricFamily) for n in FAMILY_ARGS)
+    assert {n for n in list_families() if family_class(n).__module__.startswith("lfs.families.")} == \
+        set(FAMILY_ARGS) | set(OTHER_FAMILY_ARGS)
     assert set(list_searchers()) == set(SEARCHER_ARGS)
 
 
@@ -79,8 +87,31 @@ def test_stacked_candidates_vmap_equals_loop(name, kw):
     torch.testing.assert_close(got, want)
 
 
+@pytest.mark.parametrize("kw", OTHER_FAMILY_ARGS["expression"])
+def test_expression_family_identity_is_cross_entropy_and_formulas_round_trip(kw):
+    fam = make_family("expression", **kw)
+    assert not fam.stackable
+    (cos, s), y = head_output(s=16.0)
+    torch.testing.assert_close(fam.loss((cos, s), y, fam.identity()), F.cross_entropy(s * cos, y), rtol=1e-12, atol=0)
+    formula = "neg(dot(y, log(sigmoid(x))))"
+    cand = fam.from_json(json.loads(json.dumps(fam.to_json(formula))))
+    assert str(cand) == formula == fam.describe(cand)
+    logits = s * cos
+    onehot = F.one_hot(y, 5).to(logits.dtype)
+    torch.testing.assert_close(fam.loss(logits, y, formula), -(onehot * F.logsigmoid(logits)).sum(-1).mean())
+    assert len(fam.batch([formula, cand])) == 2  # a list: the sequential executor trains each
+
+
+def test_expression_family_operator_sets():
+    with pytest.raises(ValueError, match="operators must be one of cse_autoloss, autoloss_zero"):
+        make_family("expression", operators="everything")
+    with pytest.raises(ValueError, match="unknown operator 'square'"):  # not in CSE-Autoloss's set
+        make_family("expression", operators="cse_autoloss").loss(torch.zeros(2, 3), torch.tensor([0, 1]),
+                                                                 "square(x)")
+
+
 def test_unknown_family_and_bad_arguments_name_the_problem():
-    with pytest.raises(ValueError, match="unknown loss family .nope.; available: .*piecewise_linear, poly1, search_softmax"):
+    with pytest.raises(ValueError, match="unknown loss family .nope.; available: .*expression, piecewise_linear, poly1, search_softmax"):
         make_family("nope")
     with pytest.raises(ValueError, match="space must be one of"):
         make_family("search_softmax", space="galactic")

@@ -12,7 +12,7 @@ from hydra import compose, initialize_config_dir
 from omegaconf import OmegaConf
 
 import baselines
-from benchmarks import methods, protocols
+from benchmarks import methods, protocols, results
 from benchmarks.config import ConfigError, build_method, validate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -42,6 +42,9 @@ def test_every_method_file_builds_and_validates(name):
             assert fam.config()["M"] == cfg["search"]["M"]
         if "sigma" in srch.config() and "sigma" not in method.searcher:
             assert srch.config()["sigma"] == cfg["search"]["sigma"]
+    elif method.is_evolution:
+        assert built["family"].name == "expression" and built["evolution"].seed == cfg["seed"]
+        assert built["evolution"].max_evaluations == cfg["evolve"]["max_evaluations"]  # the budget is the tier's
     else:
         name, kwargs = built["loss"]
         assert name in baselines.available()
@@ -103,12 +106,11 @@ def test_search_softmax_and_random_softmax_run_on_the_megaface_table(tmp_path):
     rows = {p.parent.parent.name: json.loads(p.read_text())
             for p in (tmp_path / "res" / "smoke" / "megaface").rglob("seed=0.json")}
     assert set(rows) == {"search_softmax_local", "random_softmax"}
-    ss, rs = rows["search_softmax_local"], rows["random_softmax"]
+    ss = rows["search_softmax_local"]
     assert set(ss["metrics"]) == {"rank1", "reid_mAP"}
     assert ss["extra"]["family"] == "search_softmax" and ss["extra"]["searcher"] == "gaussian"
     assert "a_i = 1 - exp(s * v_i)" in ss["extra"]["loss"] and len(ss["extra"]["final_mu"]) == 10
-    hist = json.loads((Path(rs["_path"]) if "_path" in rs else next(
-        (tmp_path / "res" / "smoke" / "megaface").rglob("random_softmax/*/seed=0.history.json"))).read_text())
+    hist = results.load_history(next((tmp_path / "res" / "smoke" / "megaface").rglob("random_softmax/*/seed=0.json")))
     assert all(len(h["candidates"]) == 1 for h in hist)  # one model, a factor drawn per epoch
 
 

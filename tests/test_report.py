@@ -81,6 +81,17 @@ def test_tables_show_reproduced_and_published(tmp_path):
     assert csv_path.read_text().splitlines()[1].endswith(",10.05")
 
 
+def test_csv_quotes_a_setting_with_commas(tmp_path):
+    import csv
+
+    _row(tmp_path, "mini", "cifar10", "mnist1d", "learn", {"noise": 0.0, "search.lr": "0.2"}, 0, {"top1_error": 62.0})
+    agg = report.aggregate(results.load_rows(tmp_path))
+    csv_path, _ = report.write_table("mini", "cifar10", agg, tmp_path / "out")
+    header, row = list(csv.reader(csv_path.open()))
+    assert len(row) == len(header) and dict(zip(header, row))["setting"] == "noise=0.0,search.lr=0.2"
+    assert dict(zip(header, row))["mean"] == "62"
+
+
 def test_mini_tolerance_counts_both_runs_seed_noise():
     from benchmarks.report import MINI_ABS_TOLERANCE, mini_tolerance
 

@@ -72,3 +72,27 @@ def test_rows_keep_only_compact_loader_info(tmp_path):
     path = tmp_path / "seed=0.json"
     results.atomic_write_json(path, {"x": 1})
     assert oct(path.stat().st_mode & 0o777) == "0o644"
+
+
+def test_history_round_trip_gzipped_to_seven_significant_digits(tmp_path):
+    import gzip
+    import math
+
+    from benchmarks import results
+
+    row = tmp_path / "seed=0.json"
+    assert results.load_history(row) is None
+    history = [{"epoch": 0, "rewards": [0.30288598837701747, float("nan")], "candidates": [[1.0, 1 / 3, -2e-9]],
+                "searcher": {"mu": [0.1234567891]}, "failed": [False, True], "chosen": 0}]
+    path = results.write_history(row, history)
+    assert path.name == "seed=0.history.json.gz" and gzip.decompress(path.read_bytes())  # gzip, complete
+    back = results.load_history(row)
+    assert back[0]["rewards"][0] == 0.302886 and math.isnan(back[0]["rewards"][1])
+    assert back[0]["candidates"] == [[1.0, 0.3333333, -2e-9]] and back[0]["searcher"]["mu"] == [0.1234568]
+    assert back[0]["failed"] == [False, True] and back[0]["chosen"] == 0  # only floats are rounded
+    for rec, orig in zip(back[0]["candidates"][0], history[0]["candidates"][0]):
+        assert math.isclose(rec, orig, rel_tol=5e-7)
+    # the older plain files still read
+    path.unlink()
+    (tmp_path / "seed=0.history.json").write_text(json.dumps(history))
+    assert results.load_history(row)[0]["rewards"][0] == 0.30288598837701747

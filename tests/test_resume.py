@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks import results
 from lfs import checkpoint as ckpt
 from lfs.search import LossSearch, SearchConfig
 
@@ -204,8 +205,7 @@ def test_kill_9_at_random_points_then_resume_gives_the_same_row(tmp_path):
 
     # Kill within a few epochs of a fresh checkpoint (scaled to this machine's epoch time), so
     # that 4 mid-search kills never run past the 40 epochs, however fast the machine is.
-    epoch_s = sum(r["seconds"] for r in json.loads(
-        (tmp_path / "ref" / row_name).with_name("seed=0.history.json").read_text())) / 40
+    epoch_s = sum(r["seconds"] for r in results.load_history(tmp_path / "ref" / row_name)) / 40
     rng = random.Random(1234)
     ckpt_file = (tmp_path / "run" / row_name).with_suffix(".ckpt")
     killed_at = []
@@ -233,8 +233,8 @@ def test_kill_9_at_random_points_then_resume_gives_the_same_row(tmp_path):
     row = json.loads((tmp_path / "run" / row_name).read_text())
     assert row["metrics"] == reference["metrics"]
     assert row["extra"]["final_mu"] == reference["extra"]["final_mu"]
-    hist = json.loads((tmp_path / "run" / row_name).with_name("seed=0.history.json").read_text())
-    ref_hist = json.loads((tmp_path / "ref" / row_name).with_name("seed=0.history.json").read_text())
+    hist = results.load_history(tmp_path / "run" / row_name)
+    ref_hist = results.load_history(tmp_path / "ref" / row_name)
     strip = lambda h: [{k: v for k, v in r.items() if k != "seconds"} for r in h]  # noqa: E731
     assert strip(hist) == strip(ref_hist)
     assert not ckpt_file.exists()  # removed once the row is written

@@ -253,3 +253,28 @@ def test_mu_outside_the_search_space_never_ends_the_search(caplog):
     # in the space, records and summaries keep their old shape
     _, ok = run(make_task(), seed=1)
     assert all("outside_space" not in r.searcher for r in ok.history)
+
+
+def test_natural_policy_step_by_hand_in_a_search():
+    """policy_optimizer="natural" (ours): each epoch mu moves by lr * 1/B sum_i R_i (theta_i - mu),
+    R the recorded normalized rewards, theta the recorded draws (the natural gradient var * g)."""
+    s, res = run(make_task(), mode="learn", seed=4, B=6, policy_optimizer="natural", lr=0.25, sigma=0.04)
+    assert s.searcher.config()["policy_optimizer"] == "natural"
+    for r in res.history:
+        mu, R = torch.tensor(r.mu, dtype=torch.float64), torch.tensor(r.normalized_rewards, dtype=torch.float64)
+        thetas = torch.tensor(r.thetas, dtype=torch.float64)
+        step = 0.25 * (R[:, None] * (thetas - mu)).mean(0)
+        torch.testing.assert_close(torch.tensor(r.mu_next, dtype=torch.float64), mu + step, rtol=0, atol=1e-15)
+        assert step.abs().max() > 0
+    # the step is part of what a checkpoint must agree on
+    other, _ = run(make_task(), mode="learn", seed=4, B=6, lr=0.25, sigma=0.04)
+    assert other.identity()["searcher.policy_optimizer"] == "adam" != s.identity()["searcher.policy_optimizer"]
+    with pytest.raises(ValueError, match="search.policy_optimizer=.natural"):
+        other.load_state_dict(s.state_dict())
+
+
+def test_policy_optimizer_error_names_the_key_in_one_line():
+    with pytest.raises(ValueError, match=r"search.policy_optimizer must be one of \('adam', 'sgd', 'natural'\), "
+                                         "got 'nat'") as e:
+        SearchConfig(epochs=1, policy_optimizer="nat")
+    assert "\n" not in str(e.value)

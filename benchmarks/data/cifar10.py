@@ -174,6 +174,25 @@ def read_cifar10_arrays(root: str | os.PathLike, verify_md5: bool = True) -> dic
     return out
 
 
+def download_cifar10(root: str) -> None:
+    """torchvision's download (and md5 check) into ``root``; without a network, one line and no
+    empty folder left behind (a folder that existed before is kept)."""
+    import shutil
+
+    from torchvision.datasets import CIFAR10
+
+    existed = os.path.isdir(root)
+    try:
+        CIFAR10(root, train=True, download=True)
+    except (OSError, RuntimeError) as e:  # URLError is an OSError; torchvision raises RuntimeError on a bad md5
+        if not existed:
+            shutil.rmtree(root, ignore_errors=True)
+        reason = getattr(e, "reason", None) or e
+        raise DatasetError(_NAME, root, f"could not be downloaded ({type(e).__name__}: {reason})",
+                           f"network access to {CIFAR10.url}, or the extracted files copied there "
+                           "with dataset.loader.download=false") from None
+
+
 def load_cifar10(root: str | os.PathLike, val_size=5000, noise: float = 0.0, seed: int = 0,
                  download: bool = False, augment: bool = True, verify_md5: bool = True
                  ) -> CIFAR10Data:
@@ -194,9 +213,7 @@ def load_cifar10(root: str | os.PathLike, val_size=5000, noise: float = 0.0, see
         raise ValueError(f"noise ratio must be in [0, 1), got {noise}")
     root = os.fspath(root)
     if download:
-        from torchvision.datasets import CIFAR10
-
-        CIFAR10(root, train=True, download=True)
+        download_cifar10(root)
     arrays = read_cifar10_arrays(root, verify_md5=verify_md5)
     x, y = arrays["train"]
     tr, va = holdout_split(len(y), val_size, seed, labels=y)

@@ -41,5 +41,13 @@ class DatasetError(ValueError):
             msg += f": expected {self.expected}"
         super().__init__(_one_line(msg))
 
+    @classmethod
+    def from_message(cls, message: str) -> "DatasetError":
+        """A DatasetError whose message is ``message`` as it is (e.g. recovered from a worker)."""
+        err = cls.__new__(cls)
+        ValueError.__init__(err, _one_line(message))
+        err.dataset, err.path, err.problem, err.expected = "", "", _one_line(message), None
+        return err
+
     def __reduce__(self):  # picklable across DataLoader workers / multiprocessing
         return (type(self), (self.dataset, self.path, self.problem, self.expected))

@@ -44,6 +44,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .images import check_image_files, open_rgb
 from .face_noise import (FACESCRUB_NOISE_ACTIONS, facescrub_key, facescrub_noise_mask, megaface_noise_mask,
                          read_facescrub_noises, read_megaface_noises)
 from .face_transforms import FACE_MEAN, FACE_STD, CenterCropToAspect, face_transforms
@@ -86,6 +87,7 @@ def list_image_folder(root: str | os.PathLike, name: str = _CASIA) -> tuple[list
         if not files:
             raise DatasetError(name, folder, "has an identity folder without images", _casia_layout(base))
         samples.extend((os.path.join(folder, f), label) for f in files)
+    check_image_files((path for path, _ in samples), name, _casia_layout(base))
     return samples, classes
 
 
@@ -104,11 +106,8 @@ class ImageFolderDataset(Dataset):
         return [t for _, t in self.samples]
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         path, label = self.samples[i]
-        with Image.open(path) as im:
-            img = im.convert("RGB")
+        img = open_rgb(path)
         if self.transform is not None:
             img = self.transform(img)
         return img, label
@@ -162,7 +161,7 @@ def load_casia_webface(root: str | os.PathLike, transform: Callable | None = Non
         classes, excluded = keep_cls, len(drop)
     num_val_ids = int(num_val_ids)
     if not (0 <= num_val_ids < len(classes)):
-        raise ValueError(f"num_val_ids={num_val_ids} must be in [0, {len(classes)})")
+        raise ValueError(f"dataset.loader.num_val_ids={num_val_ids} must be in [0, {len(classes)})")
     g = torch.Generator().manual_seed(int(seed))
     val_labels = set(torch.randperm(len(classes), generator=g)[:num_val_ids].tolist())
     keep = [i for i in range(len(classes)) if i not in val_labels]
@@ -190,6 +189,8 @@ def _check_images(root: str, rel_paths: Sequence[str], what: str, list_path: str
     if missing:
         raise DatasetError(what, root, f"is missing {len(missing)} of {len(full)} images (first: {missing[0]})",
                            f"{root}/<path> for every path of {list_path} (aligned face crops)")
+    # sizes only: a MegaFace distractor set has a million files (a bad one is named when opened)
+    check_image_files(full, what, f"aligned face crops for every path of {list_path}", verify=False)
     return full
 
 

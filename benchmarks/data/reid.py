@@ -35,6 +35,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DatasetError
+from .images import check_image_files, open_rgb
 
 __all__ = ["REID_DATASETS", "PATTERN", "resolve_reid_dir", "parse_reid", "ReIDImageDataset",
            "ReIDImageData", "load_reid", "load_market1501", "load_dukemtmc"]
@@ -101,6 +102,7 @@ def _parse_folder(folder: str, spec: dict, base: str) -> list[tuple[str, int, in
             raise DatasetError(spec["display"], os.path.join(folder, fname), f"has camera c{cam} out of range",
                                f"cameras c1..c{spec['num_cameras']}")
         items.append((os.path.join(folder, fname), pid, cam - 1))
+    check_image_files((path for path, _, _ in items), spec["display"], f"JPEG images named like {spec['example']}")
     return items
 
 
@@ -146,11 +148,8 @@ class ReIDImageDataset(Dataset):
         return [c for _, _, c in self.items]
 
     def __getitem__(self, i: int):
-        from PIL import Image
-
         path, pid, camid = self.items[i]
-        with Image.open(path) as im:
-            img = im.convert("RGB")
+        img = open_rgb(path)
         if self.transform is not None:
             img = self.transform(img)
         return img, pid, camid
@@ -190,7 +189,7 @@ def load_reid(root: str | os.PathLike, name: str, num_val_ids: int = 100, seed: 
     eligible = sorted(p for p, its in by_pid.items() if len({c for _, _, c in its}) >= 2)
     num_val_ids = int(num_val_ids)
     if num_val_ids < 0 or num_val_ids > len(eligible) or (num_val_ids and num_val_ids >= len(by_pid)):
-        raise ValueError(f"num_val_ids={num_val_ids} is not possible: {len(eligible)} of the "
+        raise ValueError(f"dataset.loader.num_val_ids={num_val_ids} is not possible: {len(eligible)} of the "
                          f"{len(by_pid)} training identities are seen by >= 2 cameras")
     g = torch.Generator().manual_seed(int(seed))
     perm = torch.randperm(len(eligible), generator=g).tolist()

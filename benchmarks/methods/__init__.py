@@ -7,7 +7,18 @@ A method is one of (benchopt style: a small declaration, its hyper-parameters as
 * a **fixed loss**: ``loss`` (a :mod:`baselines` registry name with its hyper-parameters), one
   model trained with it, the last epoch kept, or the epoch with the best validation reward when
   ``early_stopping`` is set (the honest CE control: the searches' clean validation split);
-* ``teacher: true``: the L2T-DLF-style teacher (``loss: {name: l2t_dlf}``).
+* ``teacher: true``: the L2T-DLF-style teacher (``loss: {name: l2t_dlf}``);
+* an **evolution** over loss expressions (CSE-Autoloss, AutoLoss-Zero): ``family: {name:
+  expression}`` with ``evolution`` (:class:`lfs.evolve.evolution.EvolutionConfig`'s fields),
+  ``screening`` (:class:`lfs.evolve.screening.ScreeningConfig`'s, or absent: validity only) and
+  ``proxy`` (``stop_invalid``); the budget comes from the ``evolve`` config group
+  (:func:`benchmarks.evolution.run_evolution`).
+
+Optional ``tune`` makes a *tuned arm*: a grid over config keys (``search.sigma: [0.05, 0.2]``, or
+``train.lr: {times: [0.5, 1, 2, 4]}`` for factors of the configured value); the run trains every
+point, keeps the one with the best validation reward (the reward's split, never the test split)
+and reports its test metrics, the choice, and the cost of choosing it in model-epochs
+(:func:`tune_points`; :func:`benchmarks.runner.run_tuned`).
 
 Optional ``B`` pins the number of copies (Random-Softmax trains one model). Arguments the file
 leaves out are taken from the ``search`` config group where it has a key of that name
@@ -28,7 +39,8 @@ from pathlib import Path
 import yaml
 
 HERE = Path(__file__).resolve().parent
-_KEYS = {"description", "family", "searcher", "loss", "early_stopping", "teacher", "B"}
+_KEYS = {"description", "family", "searcher", "loss", "early_stopping", "teacher", "B", "tune", "evolution",
+         "screening", "proxy"}
 
 
 @dataclass(frozen=True)
@@ -41,13 +53,26 @@ class Method:
     early_stopping: bool = False
     teacher: bool = False
     B: int | None = None
+    tune: dict | None = None  # {config key: [values] | {"times": [factors]}}: chosen on the validation split
+    evolution: dict | None = None  # an evolutionary search (lfs.evolve.evolution.EvolutionConfig's fields)
+    screening: dict | None = None  # its screening (ScreeningConfig's fields; None: validity only)
+    proxy: dict | None = None  # its proxy training: {"stop_invalid": bool}
     source: str = field(default="", compare=False)
 
     @property
     def is_search(self) -> bool:
-        return self.family is not None
+        return self.family is not None and self.evolution is None
+
+    @property
+    def is_evolution(self) -> bool:
+        return self.evolution is not None
 
     def __post_init__(self):
+        if self.evolution is not None:
+            if self.family is None or self.family.get("name") != "expression" or self.searcher or self.loss:
+                raise ValueError(f"method {self.name!r}: an evolution names family: {{name: expression}} "
+                                 "and no searcher or loss")
+            return
         if (self.family is None) != (self.searcher is None):
             raise ValueError(f"method {self.name!r}: a search names both a family and a searcher")
         if self.is_search == (self.loss is not None):
@@ -55,6 +80,14 @@ class Method:
         for part in (self.family, self.searcher, self.loss):
             if part is not None and not isinstance(part.get("name"), str):
                 raise ValueError(f"method {self.name!r}: every part needs a name, got {part!r}")
+        if self.tune is not None:
+            if not isinstance(self.tune, dict) or not self.tune:
+                raise ValueError(f"method {self.name!r}: tune must map config keys to values, got {self.tune!r}")
+            for key, spec in self.tune.items():
+                values = spec.get("times") if isinstance(spec, dict) else spec
+                if not isinstance(values, list) or not values or (isinstance(spec, dict) and set(spec) != {"times"}):
+                    raise ValueError(f"method {self.name!r}: tune.{key} must be a list of values or "
+                                     f"{{times: [factors]}}, got {spec!r}")
 
 
 _METHODS: dict[str, Method] = {}
@@ -127,6 +160,8 @@ def resolve(method: Method, cfg: dict) -> dict:
     from lfs.searcher import searcher_class
 
     search, override = cfg.get("search", {}), cfg.get("method_args") or {}
+    if method.is_evolution:
+        return {}  # built by benchmarks.evolution.build_evolution
     if method.is_search:
         fam_cls = family_class(method.family["name"])
         srch_cls = searcher_class(method.searcher["name"])
@@ -140,3 +175,36 @@ def resolve(method: Method, cfg: dict) -> dict:
     for k, v in (override.get("loss") or {}).items():
         kwargs[k] = v
     return {"loss": (entry.name, kwargs)}
+
+
+def tune_points(method: Method, cfg: dict) -> list[dict]:
+    """The grid of a tuned method for ``cfg``: every combination of its ``tune`` values, in the
+    file's key order (the first key varies slowest), each as ``{dotted key: value}``; factors
+    (``{times: [...]}``) multiply the value ``cfg`` has."""
+    import itertools
+
+    keys, axes = [], []
+    for key, spec in (method.tune or {}).items():
+        node = cfg
+        for part in key.split("."):
+            if not isinstance(node, dict) or part not in node:
+                raise ValueError(f"method {method.name!r}: tune key {key!r} is not a config key")
+            node = node[part]
+        values = [node * f for f in spec["times"]] if isinstance(spec, dict) else list(spec)
+        keys.append(key)
+        axes.append(values)
+    return [dict(zip(keys, combo)) for combo in itertools.product(*axes)]
+
+
+def with_values(cfg: dict, point: dict) -> dict:
+    """A copy of ``cfg`` with the dotted keys of ``point`` set."""
+    import copy
+
+    out = copy.deepcopy(cfg)
+    for key, value in point.items():
+        node = out
+        *parents, last = key.split(".")
+        for part in parents:
+            node = node[part]
+        node[last] = value
+    return out

@@ -37,6 +37,7 @@ TARGETS = {
     "auto_vs_best_epoch": 1.05,
     "mini_tier_minutes": 30.0,
     "smoke_tier_minutes": 2.0,
+    "screening_candidates_per_second/256x10": 100.0,  # a floor, not a ceiling
 }
 
 COLUMNS = ["name", "case", "B", "threads", "metric", "value_s", "reference", "reference_s", "ratio", "target", "meets",
@@ -302,3 +303,43 @@ def _fmt(v) -> str:
 #: ``results/perf/gpu.csv``: the columns of ``cpu.csv`` plus ``device`` (the accelerator by name,
 #: e.g. "NVIDIA H100 80GB HBM3 (cuda:0, CUDA 13.2, 79 GiB)", or "cpu"); ``cpu`` stays the host CPU.
 GPU_COLUMNS = COLUMNS[:COLUMNS.index("torch")] + ["device"] + COLUMNS[COLUMNS.index("torch"):]
+
+
+# ------------------------------------------------------------------- evolved losses: screening
+def screening_pool(n: int = 64, seed: int = 0) -> list:
+    """``n`` random loss expressions of AutoLoss-Zero's operator set (DEAP's half-and-half trees,
+    depth 2-5), the kind of children a search from scratch screens."""
+    from lfs.evolve.evolution import EvolutionConfig, EvolutionSearch
+    from lfs.evolve import parse
+
+    search = EvolutionSearch(lambda loss: 0.0, EvolutionConfig(seed=seed))
+    out = []
+    with search._random():
+        while len(out) < n:
+            out.append(parse(search._random_formula(), operators=search.operators))
+    return out
+
+
+def screening_pair(pool: list, lrp_steps: int | None = None):
+    """(screen every candidate of ``pool`` with validity + LRP + GEC, as a search does; the
+    reference: ``lrp_steps`` cross-entropy forward+backward steps at the LRP's shape per candidate,
+    the least an LRP can cost with a hand-written loss)."""
+    from lfs.evolve import signature
+    from lfs.evolve.screening import Screen, ScreeningConfig
+
+    cfg = ScreeningConfig(verify=False) if lrp_steps is None else ScreeningConfig(verify=False, lrp_steps=lrp_steps)
+    screen = Screen(cfg)
+
+    def subject():
+        for loss in pool:
+            if screen(loss).accepted:
+                signature(loss)
+
+    x = screen.x0.clone().requires_grad_(True)
+
+    def reference():
+        for _ in pool:
+            for _ in range(cfg.lrp_steps):
+                (g,) = torch.autograd.grad(F.cross_entropy(x, screen.t0, reduction="sum"), x)
+
+    return subject, reference, cfg

@@ -205,6 +205,10 @@ def markdown(path: Path = cases.RESULTS / "cpu.csv", threads: str = "2") -> str:
         extra += f"; with its probe, over a run: {ratio(run)})" if run else ")"
         lines.append(f"| `auto` epoch ÷ better of sequential/vectorized, {case}, B = {r['B'] if r else '?'}{chosen} "
                      f"| ≤ 1.05 | {ratio(shown)}{extra} | {met(run or shown)} |")
+    r = pick("screening_candidates_per_second")
+    shown = f"{1 / float(r['value_s']):.0f} per second" if r else "not run"
+    lines.append(f"| evolved losses: candidates screened (validity + LRP + GEC), (256, 10) | ≥ "
+                 f"{cases.TARGETS['screening_candidates_per_second/256x10']:g} per second | {shown} | {met(r)} |")
     r, spans = pick("mini_tier_total", th=None), pick("mini_tier_spans", th=None)
     if r:
         lines.append(f"| whole mini tier (`--only mini`) | ≤ 30 min | {float(r['value_s']) / 60:.1f} min | {met(r)} |")

@@ -131,3 +131,25 @@ def test_executors(benchmark, perf_rows, quick, threads, model, dataset, B, over
                                     f"of {'the mini tier' if dataset else 'the full tier (CIFAR-10; its real epochs are 351 minibatches of 128, not 2 of 64)'}",
                                **common))
     assert chosen in ("sequential", "vectorized")
+
+
+def test_screening_throughput(benchmark, perf_rows, quick, threads):
+    """Evolved losses: candidates screened per second (validity + LRP + GEC) at (256, 10)."""
+    torch.set_num_threads(threads)
+    pool = cases.screening_pool(8 if quick else 64)
+    subject, reference, cfg = cases.screening_pair(pool)
+    pr = cases.PairedRounds(subject, reference, 1)
+    pr()  # warm-up
+    pr.s.clear(), pr.r.clear()
+    benchmark.pedantic(pr, rounds=1 if quick else 5, iterations=1)
+    res = pr.result()
+    per_second = len(pool) / res.subject_s
+    target = cases.TARGETS["screening_candidates_per_second/256x10"]
+    benchmark.extra_info.update(per_second=per_second, ratio=res.ratio)
+    perf_rows.append(cases.row("screening_candidates_per_second", f"{cfg.lrp_samples}x{cfg.lrp_classes}",
+                               res.subject_s / len(pool), f"{cfg.lrp_steps} x F.cross_entropy fwd+bwd",
+                               res.reference_s / len(pool), res.ratio, target, meets=per_second >= target,
+                               rounds=res.rounds, threads=threads, metric="per_second",
+                               note=f"{per_second:.0f} candidates/s over {len(pool)} random AutoLoss-Zero trees "
+                                    f"(depth 2-5); LRP {cfg.lrp_steps} SGD steps lr {cfg.lrp_lr}; GEC on 32x10"))
+    assert per_second > 0

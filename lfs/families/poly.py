@@ -14,10 +14,11 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from ..family import ParametricFamily, register_family
-from ..loss import as_scale, gather_target, reduce_loss, split_output
+from ..loss import as_scale, gather_target, reduce_loss, split_output, validated
 
 
 
+@validated("poly1")
 def poly1_loss(cos: Tensor, target: Tensor, epsilon, scale=1.0, reduction: str = "mean") -> Tensor:
     """``-log p_t + epsilon (1 - p_t)``, ``p_t`` the softmax probability of the target under
     ``scale * cos`` (pass logits with ``scale=1``); ``1 - p_t = -expm1(log p_t)``. ``epsilon``: a

@@ -53,8 +53,12 @@ class GaussianSearcher(Searcher):
         mode: ``learn``, ``fixed``, ``random`` or ``select``.
         sigma, sigma_is: the Gaussian's sigma and its reading ("variance": Eq. 19's covariance
             sigma I; "std").
-        lr, policy_optimizer: the mu optimizer ("adam", the paper's implementation, or "sgd",
-            Eq. 20 as printed).
+        lr, policy_optimizer: the mu optimizer ("adam", the paper's implementation; "sgd", Eq. 20 as
+            printed; "natural", our choice, not the paper's: SGD on the natural gradient ``var g``,
+            whose step is ``lr`` times the sampling std times the rewards' correlation with the
+            draws, so that it scales with sigma and shrinks when the rewards carry no signal,
+            where Adam moves mu by ~lr per coordinate per epoch whatever sigma and the rewards are;
+            see :mod:`lfs.policy`).
         constraint: the family's space restriction for sampling (``"none"``: the raw Gaussian).
         failed_reward: ``"min"`` or ``"drop"`` (see the module docstring).
         mu0: the initial mean (default: the family's :meth:`initial_mean`).
