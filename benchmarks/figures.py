@@ -400,6 +400,50 @@ def scale_curves(rows: list[dict], out: Path, table: str = "ablation_scale") -> 
     return _save(fig, out / f"{table}_s_std.png")
 
 
+def evolution_curves(rows: list[dict], out: Path, table: str = "autoloss_zero") -> Path | None:
+    """AutoLoss-Zero's efficiency, as the search saw it: the best validation reward found so far
+    against the candidates explored (screened, reused or trained), one panel per dataset, one line
+    per method: the mean over seeds as far as every seed went, and each seed's own curve (thin)
+    to the end of its budget."""
+    curves: dict = defaultdict(lambda: defaultdict(list))
+    for r in rows:
+        if r["table"] != table or not r.get("_path"):
+            continue
+        hist = load_history(r["_path"])
+        if not hist:
+            continue
+        best, ys = -math.inf, []
+        for h in hist:
+            if h.get("fitness") is not None:
+                best = max(best, h["fitness"])
+            ys.append(best if best > -math.inf else math.nan)
+        curves[r["dataset"]][r["method"]].append(ys)
+    if not curves:
+        return None
+    datasets = sorted(curves)
+    fig, axes = plt.subplots(1, len(datasets), figsize=(max(7.0, 5 * len(datasets)), 4.0), squeeze=False)
+    for ax, ds in zip(axes[0], datasets):
+        for k, (method, runs) in enumerate(sorted(curves[ds].items())):
+            color = f"C{k}"
+            n = min(len(y) for y in runs)  # the mean where every seed has explored that many
+            mean = []
+            for i in range(n):
+                vals = [y[i] for y in runs if not math.isnan(y[i])]
+                mean.append(sum(vals) / len(vals) if vals else math.nan)
+            ax.plot(range(1, n + 1), mean, color=color, label=f"{method} (mean of {len(runs)})")
+            for y in runs:  # each seed to the end of its budget
+                ax.plot(range(1, len(y) + 1), y, color=color, alpha=0.3, linewidth=0.7)
+        ax.set_xscale("log")
+        ax.set_title(ds)
+        ax.set_xlabel("candidates explored (log scale)")
+        ax.set_ylabel("best validation reward so far")
+        ax.legend(fontsize=7)
+    fig.suptitle(f"{table}: best validation reward found against candidates explored (mean over seeds; thin: "
+                 "each seed)",
+                 fontsize=9)
+    return _save(fig, out / f"{table}_best_reward.png")
+
+
 def draw_all(rows: list[dict], out: Path, table: str | None = None) -> list[Path]:
     if table is not None:
         rows = [r for r in rows if r["table"] == table]
@@ -420,5 +464,8 @@ def draw_all(rows: list[dict], out: Path, table: str | None = None) -> list[Path
         written += [p] if p else []
     if table in (None, "ablation_scale"):
         p = scale_curves(rows, out)
+        written += [p] if p else []
+    if table in (None, "autoloss_zero"):
+        p = evolution_curves(rows, out)
         written += [p] if p else []
     return written

@@ -261,3 +261,19 @@ def test_an_evolution_method_runs_as_a_table_job():
     assert sum(extra["rejected"].values()) == sum(1 for h in history if h["reason"])
     assert extra["model_epochs"] == 4 * 1 + cfg["train"]["epochs"]  # proxy epochs of each evaluation + the retraining
     assert str(ev.parse(extra["loss"])) == extra["loss"]
+
+
+def test_best_reward_figure_from_rows_and_histories(tmp_path):
+    from benchmarks import figures, results
+
+    for method, fits in (("autoloss_zero", [None, 0.2, None, 0.5]), ("evolve_naive", [0.1, None, 0.3])):
+        for seed in (0, 1):
+            row = results.make_row(table="autoloss_zero", tier="mini", dataset="digits", method=method, setting={},
+                                   seed=seed, metrics={"top1_error": 10.0}, provenance={})
+            path = results.row_path(tmp_path / "res", "mini", "autoloss_zero", "digits", method, {}, seed)
+            results.atomic_write_json(path, row)
+            results.write_history(path, [{"formula": "x", "fitness": f, "reason": None if f else "no gradient"}
+                                         for f in fits])
+    out = figures.evolution_curves(results.load_rows(tmp_path / "res"), tmp_path / "fig")
+    assert out is not None and out.name == "autoloss_zero_best_reward.png" and out.stat().st_size > 10_000
+    assert figures.evolution_curves([], tmp_path / "fig2") is None
