@@ -29,7 +29,7 @@ eps_ij`` is the (uncentred) correlation of the rewards with the draws' j-th coor
 ``sqrt(mean_i eps_ij^2)`` ~ 1 in magnitude (Cauchy-Schwarz, R having unit mean square), and of
 size ~ 1/sqrt(B) when the rewards carry no signal. Adam instead rescales each coordinate's
 gradient to about unit size, so that mu moves ~ lr per coordinate per epoch whatever the rewards
-say, however narrow or wide the Gaussian (issue 12).
+say, however narrow or wide the Gaussian (REPRODUCE.md, `+table=ablation_scale`).
 """
 from __future__ import annotations
 
