@@ -62,17 +62,18 @@ def known_tree() -> dict:
 
 
 @lru_cache(maxsize=None)
+def config_defaults() -> dict[str, str]:
+    """config.yaml's default choice of each config group (``{"dataset": "mnist1d", "tier": "mini", ...}``)."""
+    base = yaml.safe_load((CONF / "config.yaml").read_text())
+    return {group: name for item in base.get("defaults", []) if isinstance(item, dict)
+            for group, name in item.items()}
+
+
+@lru_cache(maxsize=None)
 def default_tree() -> dict:
     """The keys of a run before any group is chosen on the command line (Hydra checks overrides
     against it): config.yaml, its default dataset and tier."""
-    base = yaml.safe_load((CONF / "config.yaml").read_text())
-    tree = _load(CONF / "config.yaml")
-    for item in base.get("defaults", []):
-        if isinstance(item, dict):
-            (group, name), = item.items()
-            if group in ("dataset", "tier") and (CONF / group / f"{name}.yaml").exists():
-                _merge(tree, _load(CONF / group / f"{name}.yaml"))
-    return tree
+    return _tree_for([config_defaults()["dataset"]], config_defaults()["tier"], "")
 
 
 def choices(group: str) -> list[str]:
@@ -109,8 +110,7 @@ def run_datasets(argv: list[str]) -> tuple[list[str], str, str]:
     """The datasets a command's jobs can have: its ``dataset=`` values, else the dataset values of
     its table's sweep for its tier, else the default dataset; with the table and tier."""
     table = _argument(argv, "table") or ""
-    tier = _argument(argv, "tier") or next((next(iter(d.values())) for d in yaml.safe_load(
-        (CONF / "config.yaml").read_text())["defaults"] if isinstance(d, dict) and "tier" in d), "mini")
+    tier = _argument(argv, "tier") or config_defaults()["tier"]
     given = _argument(argv, "dataset")
     if given:
         return _values(given), table, tier
@@ -119,14 +119,7 @@ def run_datasets(argv: list[str]) -> tuple[list[str], str, str]:
         params = ((yaml.safe_load(sweep.read_text()) or {}).get("hydra") or {}).get("sweeper", {}).get("params", {})
         if "dataset" in params:
             return _values(str(params["dataset"])), table, tier
-    return [_default_dataset()], table, tier
-
-
-def _default_dataset() -> str:
-    for item in yaml.safe_load((CONF / "config.yaml").read_text()).get("defaults", []):
-        if isinstance(item, dict) and "dataset" in item:
-            return item["dataset"]
-    return "mnist1d"
+    return [config_defaults()["dataset"]], table, tier
 
 
 def _tree_for(datasets: list[str], tier: str, table: str) -> dict:
@@ -156,18 +149,11 @@ def check(argv: list[str]) -> list[str]:
         if key == "table" or key.startswith(("hydra.", "hydra/")) and key not in GROUPS:
             out.append(arg)
             continue
-        if key in GROUPS:
-            valid = choices(key)
+        if key in GROUPS or key == "method":  # a choice among files: the group's, or benchmarks/methods/
+            valid = methods.available() if key == "method" else choices(key)
             for v in _values(value):
                 if v not in valid:
-                    raise ArgumentError(f"unknown {key} {v!r} ({key}=...); valid: {', '.join(valid)}")
-            out.append(arg)
-            continue
-        if key == "method":
-            valid = methods.available()
-            for v in _values(value):
-                if v not in valid:
-                    raise ArgumentError(f"unknown method {v!r}; valid: {', '.join(valid)} (lfs-bench list)")
+                    raise ArgumentError(f"unknown {key} {v!r} ({key}=...); valid: {', '.join(valid)} (lfs-bench list)")
             out.append(arg)
             continue
         if key == "dataset.name":

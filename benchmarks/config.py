@@ -195,13 +195,17 @@ def check_writable(folder, key: str = "results_dir") -> None:
         raise ConfigError(f"{key}={folder} is not writable ({e.strerror or e}); choose another {key}=...") from None
 
 
+def is_slurm(launcher_target: str | None) -> bool:
+    """Whether Hydra's launcher (its ``_target_``) submits to SLURM (submitit's SlurmLauncher)."""
+    return bool(launcher_target) and "Slurm" in launcher_target
+
+
 def check_slurm(launcher_target: str | None) -> None:
     """A SLURM launcher needs SLURM's commands on this machine (submitit calls them)."""
     import shutil
-
     import subprocess
 
-    if launcher_target and "Slurm" in launcher_target:
+    if is_slurm(launcher_target):
         missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
         if missing:
             raise ConfigError(f"hydra/launcher is a SLURM launcher but {' and '.join(missing)} "
@@ -221,6 +225,6 @@ def preflight(cfg: dict, launcher_target: str | None = None) -> None:
     """What the launching process can check before any job starts: where rows go, the device
     (locally; a cluster's nodes check their own), SLURM's presence for a SLURM launcher."""
     check_slurm(launcher_target)
-    if not (launcher_target and "Slurm" in launcher_target):
+    if not is_slurm(launcher_target):
         check_device(cfg)
     check_writable(cfg["results_dir"])  # last: it makes the folder, which a refused run should not leave

@@ -46,38 +46,19 @@ def build_evolution(cfg: dict, method) -> dict:
     return {"family": family, "evolution": evolution, "screening": screening, "stop_invalid": stop_invalid}
 
 
-def proxy_epoch(task, state, candidate, epoch: int, seed: int, stop_invalid: bool) -> bool:
-    """Train ``state`` one epoch with ``candidate``; False when the loss or parameters became
-    non-finite. ``stop_invalid``: return at the first non-finite loss (the task's own rule);
-    otherwise take every step whatever the loss (the naive proxy that wastes the epoch)."""
-    from lfs.task import parameters_finite
-
-    if stop_invalid:
-        return task.train_epoch(state, candidate, epoch, seed).finite
-    model, opt = state.model, state.optimizer
-    model.train()
-    finite = True
-    for x, y in task.train_batches(seed):
-        loss = task.loss_fn(model(task.to_device(x)), task.to_device(y), candidate)
-        finite &= bool(torch.isfinite(loss))
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-    if state.scheduler is not None:
-        state.scheduler.step()
-    return finite and parameters_finite(model)
-
-
 def train_with(task, candidate, epochs: int, seed: int, stop_invalid: bool = True):
-    """A fresh model (seeded) trained ``epochs`` epochs with ``candidate``: ``(state, finite)``."""
+    """A fresh model (seeded) trained ``epochs`` epochs with ``candidate``: ``(state, finite)``.
+    ``stop_invalid``: stop at the first non-finite loss (AutoLoss-Zero's technique); otherwise take
+    every step whatever happens (the naive proxy, :meth:`lfs.SupervisedTask.train_epoch`)."""
     from lfs.task import sample_seed
 
     torch.manual_seed(seed)
     state = task.make_state()
     for epoch in range(epochs):
-        if not proxy_epoch(task, state, candidate, epoch, sample_seed(seed, epoch, 0), stop_invalid) and stop_invalid:
+        stats = task.train_epoch(state, candidate, epoch, sample_seed(seed, epoch, 0), stop_invalid=stop_invalid)
+        if not stats.finite and stop_invalid:
             return state, False
-    return state, True
+    return state, True  # the naive proxy trains to the end and lets the validation reward judge the result
 
 
 def run_evolution(cfg: dict, built: dict, checkpoint: str | Path | None, progress) -> tuple:

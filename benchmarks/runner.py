@@ -127,9 +127,6 @@ class Progress:
         log says it. Always said: the user must know the run did not start over."""
         self.say(f"  {self.label} resumed at epoch {epoch + 1}/{self.epochs} from {path}", always=True)
 
-    def close(self):
-        pass
-
 
 # ------------------------------------------------------------------------------------ run
 def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, list[dict]]:
@@ -154,9 +151,15 @@ def run(cfg: dict, checkpoint: str | Path | None = None) -> tuple[dict, dict, li
         return run_tuned(cfg, checkpoint, threads)
     model, history, extra, data = train(cfg, checkpoint)
     metrics = evaluate(cfg, data, model)
-    extra.update({"device": str(next(model.parameters()).device), "threads": threads,
-                  "num_classes": int(data.num_classes), "data": results.compact(dict(data.info))})
+    extra.update(run_facts(model, data, threads))
     return metrics, extra, history
+
+
+def run_facts(model: nn.Module, data, threads: int) -> dict:
+    """What a row says about how its model was run: the device it ended on, torch threads, the
+    number of classes and the data's description."""
+    return {"device": str(next(model.parameters()).device), "threads": threads,
+            "num_classes": int(data.num_classes), "data": results.compact(dict(data.info))}
 
 
 def train(cfg: dict, checkpoint: str | Path | None = None):
@@ -164,10 +167,10 @@ def train(cfg: dict, checkpoint: str | Path | None = None):
     built = build_method(cfg)  # checks the method (its family, searcher or loss) as it builds it
     method = built["method"]
     torch.manual_seed(cfg["seed"])
+    label = f"{cfg['dataset']['name']}/{method.name}/seed={cfg['seed']}"
     if method.is_evolution:  # its data and tasks are its own (benchmarks.evolution)
         from benchmarks.evolution import run_evolution
 
-        label = f"{cfg['dataset']['name']}/{method.name}/seed={cfg['seed']}"
         return run_evolution(cfg, built, checkpoint, Progress(label, 0, bool(cfg.get("verbose", False))))
     try:  # a value the data cannot serve (a split smaller than the batch, too few identities to hold out)
         data = load_data(cfg)
@@ -178,7 +181,6 @@ def train(cfg: dict, checkpoint: str | Path | None = None):
         raise
     except (ValueError, TypeError) as e:
         raise setup_error(e) from None
-    label = f"{cfg['dataset']['name']}/{method.name}/seed={cfg['seed']}"
     progress = Progress(label, cfg["train"]["epochs"], bool(cfg.get("verbose", False)))
     start = time.perf_counter()
     if method.teacher:
@@ -186,7 +188,6 @@ def train(cfg: dict, checkpoint: str | Path | None = None):
         extra: dict = {}
     else:
         model, history, extra = train_with_search(cfg, built, task, progress, checkpoint)
-    progress.close()
     extra["train_seconds"] = time.perf_counter() - start
     extra["model_epochs"] = model_epochs(cfg, built)
     return model, history, extra, data
@@ -256,9 +257,8 @@ def run_tuned(cfg: dict, checkpoint: str | Path | None, threads: int) -> tuple[d
     metrics = evaluate(chosen_cfg, data, model)
     extra = dict(best["extra"])
     total = sum(p["model_epochs"] for p in state["points"])
-    extra.update({"device": str(next(model.parameters()).device), "threads": threads,
-                  "num_classes": int(data.num_classes), "data": results.compact(dict(data.info)),
-                  "model_epochs": total, "train_seconds": sum(p["train_seconds"] for p in state["points"]),
+    extra.update(run_facts(model, data, threads))
+    extra.update({"model_epochs": total, "train_seconds": sum(p["train_seconds"] for p in state["points"]),
                   "tune": {"chosen": points[best["index"]], "points": state["points"], "model_epochs": total,
                            "selected_on": "validation split (the reward's)"}})
     if state_path is not None:

@@ -48,20 +48,18 @@ _REDUCTIONS = ("mean", "sum", "none")
 INVALID_TAU = ("ignore", "nan")
 
 
-def check_inputs(cos: Tensor, target: Tensor, fn: str = "loss", check_range: bool = False) -> None:
+def check_inputs(cos: Tensor, target: Tensor, fn: str = "loss") -> None:
     """One-line errors for inputs every loss of this project refuses (shared by
     :func:`am_lfs_loss` and the baselines):
 
     * ``cos`` must be a floating-point N x C tensor (an integer tensor: convert with ``.float()``);
       float16 and bfloat16 are computed in that precision, like ``F.cross_entropy``;
-    * ``target`` must be an int64 tensor of N class indices (one per row of ``cos``);
-    * with ``check_range``, every index must lie in ``[0, C)`` (skipped under ``torch.func``
-      transforms and for tensors off the CPU, where it would need a host sync). Off by default: the
-      losses let the gather fail and name the index then (:func:`validated`), which costs nothing
-      on good input.
+    * ``target`` must be an int64 tensor of N class indices (one per row of ``cos``), N >= 1.
 
-    Values of ``cos`` outside [-1, 1] are not refused: the transforms extend their end pieces.
-    Costs a few attribute reads (and one min/max over N with ``check_range``)."""
+    Target indices outside [0, C) are not checked here (it would cost a reduction, and a host sync
+    on a GPU, on every call): the losses let torch's gather fail and name the index then
+    (:func:`validated`). Values of ``cos`` outside [-1, 1] are not refused: the transforms extend
+    their end pieces. Costs a few attribute reads."""
     if not isinstance(cos, Tensor) or not cos.is_floating_point():
         what = cos.dtype if isinstance(cos, Tensor) else type(cos).__name__
         raise TypeError(f"{fn}: cos must be a floating-point tensor, got {what}; convert it with cos.float()")
@@ -76,11 +74,6 @@ def check_inputs(cos: Tensor, target: Tensor, fn: str = "loss", check_range: boo
                          "pass one class index per row")
     if cos.shape[0] == 0:
         raise ValueError(f"{fn}: the batch is empty (cos has 0 rows)")
-    if check_range and target.numel() and target.device.type == "cpu" \
-            and not torch._C._are_functorch_transforms_active():
-        lo, hi = torch.aminmax(target)
-        if lo < 0 or hi >= cos.shape[1]:
-            target_range_error(fn, target, cos.shape[1])
 
 
 def validated(fn: str):
@@ -225,6 +218,7 @@ def am_lfs_loss_autograd(cos, target, theta, scale=1.0, reduction="mean", invali
     return reduce_loss(loss, reduction)
 
 
+@validated("am_lfs_loss")
 def am_lfs_loss(
     cos: Tensor,
     target: Tensor,
@@ -247,7 +241,7 @@ def am_lfs_loss(
 
     With ``theta = identity_theta(M)`` this equals ``F.cross_entropy(scale * cos, target)``.
 
-    Inputs (checked, one-line errors; :func:`check_inputs`, :func:`check_theta`): ``cos`` a float
+    Inputs (checked, one-line errors; :func:`validated`, :func:`check_theta`): ``cos`` a float
     tensor (N, C) (float16 / bfloat16 are computed in that precision; values outside [-1, 1] are
     accepted, the end pieces of t extend linearly), ``target`` int64 (N,) with indices in [0, C),
     ``theta`` of shape (4M,) (a (1, 4M) theta is refused, not guessed).
@@ -263,7 +257,6 @@ def am_lfs_loss(
         raise ValueError(f"reduction must be one of {_REDUCTIONS}, got {reduction!r}")
     if invalid_tau not in INVALID_TAU:
         raise ValueError(f"invalid_tau must be one of {INVALID_TAU}, got {invalid_tau!r}")
-    check_inputs(cos, target, "am_lfs_loss", check_range=False)  # the range: below, only on failure
     check_theta(theta)
     if theta.requires_grad:
         return am_lfs_loss_autograd(cos, target, theta, scale, reduction, invalid_tau, tau_floor)
@@ -276,9 +269,4 @@ def am_lfs_loss(
         return _AMLFSLossT.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))[0]
     if isinstance(scale, Tensor) and scale.ndim == 0 and not scale.requires_grad and scale.device.type == "cpu":
         scale = float(scale)  # exactly its value; fewer ops as a (cached) constant
-    try:
-        return _AMLFSLoss.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))
-    except (RuntimeError, IndexError) as e:  # the gather's "index out of bounds": name the target instead
-        if "out of bounds" in str(e) and ((target < 0) | (target >= cos.shape[1])).any():
-            target_range_error("am_lfs_loss", target, cos.shape[1])
-        raise
+    return _AMLFSLoss.apply(cos, scale, target, theta, reduction, invalid_tau, float(tau_floor))

@@ -184,22 +184,27 @@ class SupervisedTask(Task):
         scheduler = self.scheduler_fn(optimizer) if self.scheduler_fn is not None else None
         return TrainState(model, optimizer, scheduler)
 
-    def train_epoch(self, state: TrainState, theta: Tensor, epoch: int, seed: int) -> EpochStats:
+    def train_epoch(self, state: TrainState, theta: Tensor, epoch: int, seed: int,
+                    stop_invalid: bool = True) -> EpochStats:
+        """One epoch; a non-finite loss ends it at once (``stop_invalid``), or, with
+        ``stop_invalid=False``, every step is taken whatever the loss (the epoch is then not finite)."""
         model, opt = state.model, state.optimizer
         model.train()
-        total, steps = 0.0, 0
+        total, steps, finite = 0.0, 0, True
         for x, y in self.train_batches(seed):
             x, y = self.to_device(x), self.to_device(y)
             loss = self.loss_fn(model(x), y, theta)
             if not torch.isfinite(loss):
-                return EpochStats(loss=math.nan, finite=False, steps=steps)
+                if stop_invalid:
+                    return EpochStats(loss=math.nan, finite=False, steps=steps)
+                finite = False
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
             total, steps = total + float(loss.detach()), steps + 1
         if state.scheduler is not None:
             state.scheduler.step()
-        return EpochStats(loss=total / max(steps, 1), finite=parameters_finite(model), steps=steps)
+        return EpochStats(loss=total / max(steps, 1), finite=finite and parameters_finite(model), steps=steps)
 
     @torch.no_grad()
     def reward(self, state: TrainState) -> float:

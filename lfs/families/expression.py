@@ -19,25 +19,27 @@ class ExpressionFamily(LossFamily):
     stackable = False
 
     def __init__(self, operators: str = "autoloss_zero"):
-        from ..evolve import OPERATOR_SETS
+        from ..evolve import OPERATOR_SETS, OPERATORS
 
         if operators not in OPERATOR_SETS:
             raise ValueError(f"operators must be one of {', '.join(OPERATOR_SETS)}, got {operators!r}")
         self.operators = operators
+        self._table = {k: OPERATORS[k] for k in OPERATOR_SETS[operators]}
+        self._parsed: dict = {}  # formula -> its compiled LossExpression: a formula is parsed once, not per batch
 
     def expression(self, candidate):
-        from ..evolve import OPERATORS, LossExpression, parse
+        from ..evolve import LossExpression, parse
 
         if isinstance(candidate, LossExpression):
             return candidate
-        from ..evolve import OPERATOR_SETS
-
-        table = {k: OPERATORS[k] for k in OPERATOR_SETS[self.operators]}
-        return parse(str(candidate), operators=table)
+        formula = str(candidate)
+        if formula not in self._parsed:
+            self._parsed[formula] = parse(formula, operators=self._table)
+        return self._parsed[formula]
 
     def loss(self, output, target: Tensor, candidate) -> Tensor:
         cos, scale = split_output(output)
-        check_inputs(cos, target, "expression loss", check_range=False)
+        check_inputs(cos, target, "expression loss")
         x = as_scale(scale, cos) * cos
         y = F.one_hot(target, x.shape[-1]).to(x.dtype)
         return self.expression(candidate)(x, y).mean()
