@@ -257,7 +257,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     if not (args.write_reference or args.check):
-        for path in build(args.results, args.tier, args.table, rows):
+        try:
+            written = build(args.results, args.tier, args.table, rows)
+        except ValueError as e:  # e.g. a malformed history file (results.load_history names it)
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        for path in written:
             print(path)
         return 0
     agg = aggregate(rows)

@@ -94,10 +94,14 @@ def load_history(row: Path) -> list | None:
     """A row's history (gzipped, or the older plain ``.history.json``); None if it has none."""
     row = Path(row)
     path = history_path(row)
-    if path.exists():
-        return json.loads(gzip.decompress(path.read_bytes()))
     legacy = row.with_name(row.stem + ".history.json")
-    return json.loads(legacy.read_text()) if legacy.exists() else None
+    try:
+        if path.exists():
+            return json.loads(gzip.decompress(path.read_bytes()))
+        return json.loads(legacy.read_text()) if legacy.exists() else None
+    except (OSError, EOFError, ValueError) as e:  # a truncated gzip, bad JSON
+        raise ValueError(f"malformed history {path if path.exists() else legacy}: {type(e).__name__}; "
+                         "delete it (its row stays valid) or rerun the row with force=true") from None
 
 
 def _jsonable(obj):

@@ -96,3 +96,21 @@ def test_history_round_trip_gzipped_to_seven_significant_digits(tmp_path):
     path.unlink()
     (tmp_path / "seed=0.history.json").write_text(json.dumps(history))
     assert results.load_history(row)[0]["rewards"][0] == 0.30288598837701747
+
+
+def test_a_malformed_history_is_one_line_naming_the_file(tmp_path):
+    from benchmarks import results
+
+    row = tmp_path / "seed=0.json"
+    results.write_history(row, [{"epoch": 0}])
+    gz = results.history_path(row)
+    gz.write_bytes(gz.read_bytes()[:10])  # truncated
+    with pytest.raises(ValueError) as e:
+        results.load_history(row)
+    assert "malformed history" in str(e.value) and str(gz) in str(e.value) and "\n" not in str(e.value)
+    # the report that draws figures from histories says it in one line, exit 2
+    from benchmarks import report
+
+    results.atomic_write_json(row, results.make_row(table="dukemtmc", tier="mini", dataset="d", method="learn",
+                                                    setting={}, seed=0, metrics={"mAP": 1.0}, provenance={}))
+    assert report.main(["--results", str(tmp_path)]) == 2
