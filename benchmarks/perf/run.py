@@ -3,7 +3,8 @@
     python benchmarks/perf/run.py                  # loss, executors, auto (threads 2 and 1), smoke tier
     python benchmarks/perf/run.py --no-smoke       # without the smoke-tier timing (~3 min less)
     python benchmarks/perf/run.py --only smoke     # only the smoke-tier timing
-    python benchmarks/perf/run.py --only mini      # time the whole mini tier (~20 min), then --check it
+    python benchmarks/perf/run.py --only mini      # time the mini tier's paper tables (~30 min), then --check them
+    python benchmarks/perf/run.py --only mini --with-analysis   # and the analysis tables (ablation_scale, ...)
 
 Writes ``results/perf/cpu.csv`` (one row per measurement: name, case, B, threads, seconds,
 reference, reference seconds, ratio, target, met, rounds, note, and provenance: commit, dirty
@@ -49,11 +50,23 @@ MINI_DIR = "runs/perf-mini"
 MINI_CMD = "{python} benchmarks/run.py +table={table} results_dir=" + MINI_DIR + " progress=false"
 
 
-def time_tables(name: str, template: str, **fmt) -> tuple[list[dict], float, list[str]]:
+def list_tables(analysis: bool = True) -> list[str]:
+    """Every table config's name; without the analysis tables (``analysis: true`` in the table's
+    YAML: the suite's own studies, not a paper table's analogue) when ``analysis`` is false."""
+    import yaml
+
+    tables = []
+    for path in sorted((ROOT / "benchmarks" / "conf" / "table").glob("*.yaml")):
+        if analysis or not (yaml.safe_load(path.read_text()) or {}).get("analysis", False):
+            tables.append(path.stem)
+    return tables
+
+
+def time_tables(name: str, template: str, tables: list[str] | None = None, **fmt) -> tuple[list[dict], float, list[str]]:
     """Run ``template`` (a ``benchmarks/run.py`` command with ``{python}`` and ``{table}``, and
-    ``fmt``'s fields) for every table, one after another, each a fresh process, as a user runs
-    them: ``(one "<name>_table" row per table, total seconds, failed tables)``."""
-    tables = sorted(p.stem for p in (ROOT / "benchmarks" / "conf" / "table").glob("*.yaml"))
+    ``fmt``'s fields) for every table (or ``tables``), one after another, each a fresh process, as a
+    user runs them: ``(one "<name>_table" row per table, total seconds, failed tables)``."""
+    tables = list_tables() if tables is None else tables
     rows, total, failed = [], 0.0, []
     for table in tables:
         cmd = template.format(python=Path(sys.executable).name, table=table, **fmt)
@@ -73,20 +86,22 @@ def time_tables(name: str, template: str, **fmt) -> tuple[list[dict], float, lis
     return rows, total, failed
 
 
-def mini_tier() -> list[dict]:
-    """Wall time of the whole mini tier: ``benchmarks/run.py +table=T`` for every table, one after
-    another, each a fresh process, into ``runs/perf-mini`` (emptied first); then the regression
-    check of those rows against the committed mini reference."""
+def mini_tier(analysis: bool = False) -> list[dict]:
+    """Wall time of the mini tier's paper tables (with ``analysis``, of every table):
+    ``benchmarks/run.py +table=T`` for each, one after another, each a fresh process, into
+    ``runs/perf-mini`` (emptied first); then the regression check of those rows against the
+    committed mini reference."""
     import shutil
 
     shutil.rmtree(ROOT / MINI_DIR, ignore_errors=True)
-    rows, total, failed = time_tables("mini", MINI_CMD)
+    tables = list_tables(analysis)
+    rows, total, failed = time_tables("mini", MINI_CMD, tables)
     target = cases.TARGETS["mini_tier_minutes"] * 60
     check = subprocess.run([sys.executable, "benchmarks/report.py", "--results", MINI_DIR, "--check"], cwd=ROOT,
                            capture_output=True, text=True)
     summary = ([line for line in check.stdout.splitlines() if line.startswith("check:")] or ["check: no summary"])[-1]
     print(check.stdout, flush=True)
-    rows.append(cases.row("mini_tier_total", "all tables", total, "target", target, total / target, 1.0,
+    rows.append(cases.row("mini_tier_total", "all tables" if analysis else "paper tables", total, "target", target, total / target, 1.0,
                           metric="seconds", threads=1, rounds=1,
                           meets=(total <= target) and not failed,
                           note=f"measured: sum over {len(rows)} tables of: "
@@ -235,6 +250,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--only", choices=["bench", "smoke", "mini"], default=None,
                     help="only the pytest benchmarks, only the smoke-tier timing, or only the mini tier re-run")
     ap.add_argument("--no-smoke", action="store_true")
+    ap.add_argument("--with-analysis", action="store_true",
+                    help="with --only mini: also run the analysis tables (analysis: true in their YAML)")
     ap.add_argument("--table", action="store_true", help="print the README table from results/perf/cpu.csv and exit")
     ap.add_argument("pytest_args", nargs="*", help="extra pytest arguments (after --), e.g. -k loss")
     args = ap.parse_args(argv)
@@ -248,7 +265,7 @@ def main(argv: list[str] | None = None) -> int:
         rc = run_pytest(args.threads, args.pytest_args)
         cases.write_rows(mini_tier_from_rows())
     if args.only == "mini":
-        cases.write_rows(mini_tier())
+        cases.write_rows(mini_tier(args.with_analysis))
     if args.only == "smoke" or (args.only is None and not args.no_smoke):
         cases.write_rows(smoke_tier())
     print(f"perf: done in {time.perf_counter() - start:.0f}s; figures in {cases.RESULTS / 'cpu.csv'}\n")
