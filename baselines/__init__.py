@@ -13,6 +13,7 @@ with AM-LFS. All functional forms run under ``torch.func.vmap``.
 - ``arcface``: :func:`arcface`, :class:`ArcFaceLoss` (head ``"both"``)
 - ``focal``: :func:`focal`, :class:`FocalLoss` (head ``"none"``)
 - ``poly1``: :func:`poly1`, :class:`Poly1Loss` (head ``"none"``)
+- ``cse_autoloss_a``: :func:`cse_autoloss_a`, :class:`CSEAutolossALoss` (head ``"none"``), a found loss
 - ``l2t_dlf``: :func:`~baselines.l2t_dlf.l2t_dlf` and its teacher (:class:`~baselines.l2t_dlf.L2TDLF`)
 
 Look losses up by name with :func:`get` / :func:`available` (and build the module form with
@@ -26,6 +27,7 @@ from .cosface import CosFaceLoss, cosface
 from .arcface import ArcFaceLoss, arcface
 from .focal import FocalLoss, focal
 from .poly import Poly1Loss, poly1
+from .cse_autoloss import CSEAutolossALoss, cse_autoloss_a
 from . import l2t_dlf  # noqa: F401  (registers "l2t_dlf")
 
 __all__ = [

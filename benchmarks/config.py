@@ -16,7 +16,7 @@ IDENTITY = ("table", "tier", "dataset", "method", "seed")
 
 #: keys (dotted; a key covers everything under it) that do not change what a run computes
 RUN_ONLY = ("progress", "verbose", "workers", "threads", "results_dir", "force", "cache_dir", "checkpoint", "device",
-            "search.executor", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
+            "search.executor", "evolve.array", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
             "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
             "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",
             "dataset.megaface.megaface_noises", "dataset.megaface.facescrub_noises",
@@ -200,31 +200,36 @@ def is_slurm(launcher_target: str | None) -> bool:
     return bool(launcher_target) and "Slurm" in launcher_target
 
 
-def check_slurm(launcher_target: str | None) -> None:
-    """A SLURM launcher needs SLURM's commands on this machine (submitit calls them)."""
+def check_slurm(launcher_target: str | None, what: str | None = None) -> None:
+    """A SLURM launcher (or ``what`` else submits to SLURM, e.g. ``evolve.array.enabled=true``)
+    needs SLURM's commands on this machine (submitit calls them) and a controller that answers."""
     import shutil
     import subprocess
 
-    if is_slurm(launcher_target):
-        missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
-        if missing:
-            raise ConfigError(f"hydra/launcher is a SLURM launcher but {' and '.join(missing)} "
-                              f"{'is' if len(missing) == 1 else 'are'} not on PATH: run on a SLURM login node "
-                              "(slurm/README.md), or drop hydra/launcher=... to run here")
-        try:  # installed is not enough: the controller must answer
-            out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20)
-            problem = None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["no answer"])[0]
-        except (OSError, subprocess.TimeoutExpired) as e:
-            problem = f"sinfo: {type(e).__name__}"
-        if problem:
-            raise ConfigError(f"hydra/launcher is a SLURM launcher but the cluster does not answer ({problem}): "
-                              "start it (slurm/README.md) or drop hydra/launcher=... to run here")
+    if what is None and not is_slurm(launcher_target):
+        return
+    what = what or "hydra/launcher is a SLURM launcher"
+    undo = "drop hydra/launcher=... to run here" if "launcher" in what else "set evolve.array.enabled=false"
+    missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
+    if missing:
+        raise ConfigError(f"{what} but {' and '.join(missing)} "
+                          f"{'is' if len(missing) == 1 else 'are'} not on PATH: run on a SLURM login node "
+                          f"(slurm/README.md), or {undo}")
+    try:  # installed is not enough: the controller must answer
+        out = subprocess.run(["sinfo", "-h", "-o", "%P"], capture_output=True, text=True, timeout=20)
+        problem = None if out.returncode == 0 else (out.stderr.strip().splitlines() or ["no answer"])[0]
+    except (OSError, subprocess.TimeoutExpired) as e:
+        problem = f"sinfo: {type(e).__name__}"
+    if problem:
+        raise ConfigError(f"{what} but the cluster does not answer ({problem}): start it (slurm/README.md) or {undo}")
 
 
 def preflight(cfg: dict, launcher_target: str | None = None) -> None:
     """What the launching process can check before any job starts: where rows go, the device
     (locally; a cluster's nodes check their own), SLURM's presence for a SLURM launcher."""
     check_slurm(launcher_target)
+    if ((cfg.get("evolve") or {}).get("array") or {}).get("enabled"):
+        check_slurm(None, "evolve.array.enabled=true submits each generation's candidates as a SLURM job array")
     if not is_slurm(launcher_target):
         check_device(cfg)
     check_writable(cfg["results_dir"])  # last: it makes the folder, which a refused run should not leave

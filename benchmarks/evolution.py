@@ -6,7 +6,8 @@ best formula is retrained from scratch with the table's full schedule and evalua
 split, like every other method's model.
 
 Budget and proxy come from the ``evolve`` config group (the tier sets them); the method file
-says which techniques are on (``screening``: LRP, convergence verification; ``evolution.gec``;
+says which techniques are on (``screening``: LRP, convergence verification, the model
+optimization simulation on one training example per class; ``evolution.gec``;
 ``proxy.stop_invalid``: stop a candidate's training at its first non-finite loss, else train it
 to the end whatever happens, the naive evolution of AutoLoss-Zero's ablation).
 """
@@ -33,7 +34,8 @@ def build_evolution(cfg: dict, method) -> dict:
     family = make_family("expression", **fam_kw)
     budget = cfg.get("evolve") or {}
     fields = {**method.evolution, "operators": family.operators, "seed": int(cfg["seed"]),
-              "max_evaluations": budget.get("max_evaluations"), "max_seconds": budget.get("max_seconds")}
+              "max_evaluations": budget.get("max_evaluations"), "max_seconds": budget.get("max_seconds"),
+              "max_explored": budget.get("max_explored")}
     try:
         evolution = EvolutionConfig(**fields)
         screening = ScreeningConfig(**method.screening) if method.screening else None
@@ -61,6 +63,56 @@ def train_with(task, candidate, epochs: int, seed: int, stop_invalid: bool = Tru
     return state, True  # the naive proxy trains to the end and lets the validation reward judge the result
 
 
+def proxy_fitness(cfg: dict, formula: str) -> float:
+    """One candidate's fitness on its own (a task of a SLURM job array): the run's data and proxy
+    task built afresh, the formula trained as :func:`run_evolution`'s in-process ``evaluate``
+    trains it (same seed, same threads), so the value is the one the search would compute itself."""
+    from benchmarks import methods, runner
+    from benchmarks.methods import with_values
+
+    runner.set_threads(cfg)
+    torch.manual_seed(int(cfg["seed"]))  # as runner.run before the data (a loader may draw from torch's generator)
+    built = build_evolution(cfg, methods.get(cfg["method"]))
+    family, epochs = built["family"], int(cfg["evolve"]["proxy_epochs"])
+    data = runner.load_data(cfg)
+    proxy = runner.make_task(with_values(cfg, {"train.epochs": epochs}), data, runner.model_factory(cfg, data),
+                             family.loss)
+    state, finite = train_with(proxy, family.expression(formula), epochs, int(cfg["seed"]), built["stop_invalid"])
+    reward = proxy.reward(state) if finite else -math.inf
+    return reward if math.isfinite(reward) else -math.inf
+
+
+def array_evaluator(cfg: dict, folder: Path):
+    """``evaluate_batch(expressions) -> fitnesses``: one SLURM job array per batch through
+    submitit (``evolve.array``: partition, cpus_per_task, mem_gb, timeout_min, parallelism), one
+    task of :func:`proxy_fitness` per candidate; the launching job waits for the array."""
+    import submitit
+
+    a = cfg["evolve"]["array"]
+    executor = submitit.AutoExecutor(folder=str(folder / "%j"), cluster="slurm")
+    params = {"cpus_per_task": int(a["cpus_per_task"]), "mem_gb": a["mem_gb"], "timeout_min": int(a["timeout_min"]),
+              "slurm_array_parallelism": int(a["parallelism"]), "name": f"lfs-evolve-{cfg['method']}"}
+    if a.get("partition"):
+        params["slurm_partition"] = a["partition"]
+    executor.update_parameters(**params)
+    task_cfg = {**cfg, "threads": int(a["cpus_per_task"]) if cfg.get("threads") is None else cfg["threads"]}
+
+    def evaluate_batch(expressions) -> list[float]:
+        formulas = [str(e) for e in expressions]
+        jobs = executor.map_array(proxy_fitness, [task_cfg] * len(formulas), formulas)
+        out = []
+        for job, formula in zip(jobs, formulas):
+            try:
+                out.append(float(job.result()))
+            except Exception as e:  # a task that died: the search stops here and resumes from its checkpoint
+                raise RuntimeError(f"evolve.array: the task for {formula} (SLURM job {job.job_id}) failed: "
+                                   f"{str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__}; "
+                                   f"its log is in {folder}; rerun to resume") from None
+        return out
+
+    return evaluate_batch
+
+
 def run_evolution(cfg: dict, built: dict, checkpoint: str | Path | None, progress) -> tuple:
     """The search, then the retraining of its best formula: ``(model, history, extra, data)``."""
     from benchmarks import runner
@@ -86,14 +138,29 @@ def run_evolution(cfg: dict, built: dict, checkpoint: str | Path | None, progres
         reward = proxy.reward(state)
         return reward if math.isfinite(reward) else -math.inf
 
+    simulation = None
+    if built["screening"] is not None and built["screening"].simulate:
+        from lfs.evolve.simulation import OptimizationSimulation
+
+        sc = built["screening"]
+        try:
+            simulation = OptimizationSimulation(proxy, sc.simulate_steps, sc.simulate_per_class, seed)
+        except ValueError as e:
+            raise runner.setup_error(e) from None
+
     def said(item):
         what = f"fitness {item.fitness:.4f}" if item.fitness is not None else f"rejected: {item.reason}"
         progress.say(f"  {item.formula} {what}")
 
     evaluate(family.identity())  # warm-up (first-call costs), so that the search's clock times the search
     start = time.perf_counter()
+    evaluate_batch = None
+    if (cfg["evolve"].get("array") or {}).get("enabled"):
+        folder = (Path(str(cfg["results_dir"])).expanduser() / "logs" / "evolve_array"
+                  / f"{cfg['tier']['name']}-{cfg.get('table')}-{cfg['dataset']['name']}-{cfg['method']}-seed{seed}")
+        evaluate_batch = array_evaluator(cfg, folder)  # submitit's scripts and logs, beside Hydra's
     search = EvolutionSearch(evaluate, built["evolution"], built["screening"], checkpoint=checkpoint,
-                             on_evaluated=said)
+                             on_evaluated=said, simulation=simulation, evaluate_batch=evaluate_batch)
     result = search.run()
     search_seconds = time.perf_counter() - start
     # the best formula, retrained from scratch with the table's schedule

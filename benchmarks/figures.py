@@ -401,7 +401,7 @@ def scale_curves(rows: list[dict], out: Path, table: str = "ablation_scale") -> 
 
 
 def evolution_curves(rows: list[dict], out: Path, table: str = "autoloss_zero") -> Path | None:
-    """AutoLoss-Zero's efficiency, as the search saw it: the best validation reward found so far
+    """The efficiency of a search over loss expressions, as the search saw it: the best validation reward found so far
     against the candidates explored (screened, reused or trained), one panel per dataset, one line
     per method: the mean over seeds as far as every seed went, and each seed's own curve (thin)
     to the end of its budget."""
@@ -444,6 +444,64 @@ def evolution_curves(rows: list[dict], out: Path, table: str = "autoloss_zero") 
     return _save(fig, out / f"{table}_best_reward.png")
 
 
+def found_losses(rows: list[dict], out: Path, table: str) -> Path | None:
+    """The losses the searches found, beside cross entropy's: the loss and its derivative with
+    respect to the target logit against p_y, on a 10-class path (the other logits 0, the target
+    logit from -6 to +9). Per dataset and method, the formula with the best validation fitness
+    over the seeds (chosen on validation, never on test)."""
+    import torch
+
+    from lfs.evolve import parse
+
+    best: dict = {}
+    for r in rows:
+        e = r.get("extra") or {}
+        if r["table"] != table or "explored" not in e or not e.get("loss"):
+            continue
+        key = (r["dataset"], r["method"])
+        fit = e.get("best_fitness")
+        if fit is not None and (key not in best or fit > best[key][0]):
+            best[key] = (fit, e["loss"])
+    if not best:
+        return None
+    z = torch.linspace(-6.0, 9.0, 200, dtype=torch.float64)
+    x = torch.zeros(len(z), 10, dtype=torch.float64)
+    x[:, 0] = z
+    y = torch.zeros_like(x)
+    y[:, 0] = 1.0
+    p_y = torch.softmax(x, -1)[:, 0].numpy()
+
+    def curve(formula: str):
+        xx = x.clone().requires_grad_(True)
+        loss = parse(formula)(xx, y)
+        (grad,) = torch.autograd.grad(loss.sum(), xx)
+        return loss.detach().numpy(), grad[:, 0].numpy()
+
+    datasets = sorted({d for d, _ in best})
+    fig, axes = plt.subplots(2, len(datasets), figsize=(max(7.0, 5 * len(datasets)), 7.0), squeeze=False)
+    for col, ds in enumerate(datasets):
+        top, bottom = axes[0][col], axes[1][col]
+        lines = [("cross entropy", "neg(dot(y, log(softmax(x))))", "k", "--")]
+        lines += [(f"{m}: {f}", f, f"C{k}", "-") for k, ((d, m), (_, f)) in
+                  enumerate(sorted(best.items())) if d == ds]
+        for label, formula, color, style in lines:
+            try:
+                value, grad = curve(formula)
+            except Exception:  # a formula this suite can no longer parse is left out, not fatal to the report
+                continue
+            short = label if len(label) <= 60 else label[:57] + "..."
+            top.plot(p_y, value, color=color, linestyle=style, label=short)
+            bottom.plot(p_y, grad, color=color, linestyle=style)
+        top.set_title(ds)
+        top.set_yscale("symlog", linthresh=1.0)
+        top.set_ylabel("loss (symlog)")
+        bottom.set_ylabel("d loss / d target logit")
+        bottom.set_xlabel("p_y (10 classes, other logits 0)")
+        top.legend(fontsize=6)
+    fig.suptitle(f"{table}: the found losses (best validation fitness over seeds) beside cross entropy", fontsize=9)
+    return _save(fig, out / f"{table}_found_losses.png")
+
+
 def draw_all(rows: list[dict], out: Path, table: str | None = None) -> list[Path]:
     if table is not None:
         rows = [r for r in rows if r["table"] == table]
@@ -465,7 +523,8 @@ def draw_all(rows: list[dict], out: Path, table: str | None = None) -> list[Path
     if table in (None, "ablation_scale"):
         p = scale_curves(rows, out)
         written += [p] if p else []
-    if table in (None, "autoloss_zero"):
-        p = evolution_curves(rows, out)
-        written += [p] if p else []
+    # every table whose rows ran searches over loss expressions (their extra has "explored")
+    for tb in sorted({r["table"] for r in rows if "explored" in (r.get("extra") or {})}):
+        for p in (evolution_curves(rows, out, tb), found_losses(rows, out, tb)):
+            written += [p] if p else []
     return written

@@ -170,6 +170,110 @@ def write_table(tier: str, table: str, agg: dict, out_dir: Path) -> tuple[Path, 
     return csv_path, md_path
 
 
+# -------------------------------------------------------------------------- search cost
+def table_config(table: str) -> dict:
+    """The table's own YAML (``benchmarks/conf/table/<table>.yaml``) as written ({} if none): the
+    report options it declares (``cost_section``, ``search_cost.speedup_over``)."""
+    path = HERE / "conf" / "table" / f"{table}.yaml"
+    return (yaml.safe_load(path.read_text()) or {}) if path.exists() else {}
+
+
+def search_cost(rows: list[dict], speedup_over: str | None = None) -> list[dict]:
+    """Per (dataset, method, setting) of rows that ran a search over loss expressions (their
+    ``extra`` has ``explored``): seeds, candidates explored, losses trained (evaluations), the share
+    filtered before training, search seconds, explored losses per hour, the speed-up in explored
+    per hour over the arm ``speedup_over`` (the table's ``search_cost.speedup_over``, e.g. naive
+    evolution) on the same dataset, the share of search time spent on candidates that were
+    rejected, and the rejections by reason summed over seeds."""
+    groups: dict = defaultdict(list)
+    for r in rows:
+        if isinstance(r.get("extra"), dict) and "explored" in r["extra"]:
+            groups[(r["dataset"], r["method"], setting_key(r["setting"]))].append(r)
+    out = []
+    for (dataset, method, setting), rs in sorted(groups.items()):
+        explored = sum(r["extra"]["explored"] for r in rs)
+        trained = sum(r["extra"]["evaluations"] for r in rs)
+        seconds = sum(r["extra"]["search_seconds"] for r in rs)
+        rejected: dict = defaultdict(int)
+        for r in rs:
+            for reason, n in (r["extra"].get("rejected") or {}).items():
+                rejected[reason] += n
+        shares = [r["extra"]["rejected_share_of_search_time"] for r in rs
+                  if isinstance(r["extra"].get("rejected_share_of_search_time"), (int, float))]
+        out.append({"dataset": dataset, "method": method, "setting": setting, "n": len(rs),
+                    "explored": explored / len(rs), "trained": trained / len(rs),
+                    "filtered_pct": 100.0 * (explored - trained) / explored if explored else float("nan"),
+                    "search_seconds": seconds / len(rs), "explored_per_hour": explored / max(seconds, 1e-9) * 3600,
+                    "speedup_over": speedup_over, "rejected": dict(sorted(rejected.items())),
+                    "rejected_time_pct": 100.0 * sum(shares) / len(shares) if shares else None})
+    for c in out:
+        ref = [d for d in out if d["dataset"] == c["dataset"] and d["method"] == c["speedup_over"]
+               and d["setting"] == c["setting"]]
+        c["speedup"] = c["explored_per_hour"] / ref[0]["explored_per_hour"] if ref else None
+    return out
+
+
+def write_search_cost(tier: str, table: str, rows: list[dict], md_path: Path) -> Path | None:
+    """``<table>_search.csv`` and a "Search cost" section appended to the table's Markdown, when
+    the table's rows ran searches over loss expressions."""
+    over = (table_config(table).get("search_cost") or {}).get("speedup_over")
+    cells = search_cost([r for r in rows if r["tier"] == tier and r["table"] == table], over)
+    if not cells:
+        return None
+    keys = ["dataset", "method", "setting", "n", "explored", "trained", "filtered_pct", "search_seconds",
+            "explored_per_hour", "speedup_over", "speedup", "rejected_time_pct", "rejected"]
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(keys)
+    for c in cells:
+        w.writerow([json.dumps(c[k], sort_keys=True) if k == "rejected" else ("" if c[k] is None else c[k]) for k in keys])
+    csv_path = md_path.with_name(f"{table}_search.csv")
+    csv_path.write_text(buf.getvalue())
+    md = ["", "## Search cost", "",
+          "Means per search over seeds: candidates explored (screened out, reused or trained), losses trained on the "
+          "proxy task, the share not trained (screened out or reused), search wall-clock, explored losses per hour and its "
+          "speed-up over the arm named, the share of search time spent on candidates that were rejected; rejections "
+          "by reason are summed over the seeds.", "",
+          "| dataset | method | setting | seeds | explored | trained | not trained | search s | explored / h | speed-up | "
+          "time on rejected | rejected (all seeds) |", "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cells:
+        speed = "" if c["speedup"] is None else f"{c['speedup']:.2f}x over {c['speedup_over']}"
+        rej = ", ".join(f"{k} {v}" for k, v in c["rejected"].items())
+        share = "" if c["rejected_time_pct"] is None else f"{c['rejected_time_pct']:.1f} %"
+        md.append(f"| {c['dataset']} | {c['method']} | {c['setting']} | {c['n']} | {c['explored']:.1f} | "
+                  f"{c['trained']:.1f} | {c['filtered_pct']:.1f} % | {c['search_seconds']:.1f} | "
+                  f"{c['explored_per_hour']:.0f} | {speed} | {share} | {rej} |")
+    with md_path.open("a") as f:
+        f.write("\n".join(md) + "\n")
+    return csv_path
+
+
+def write_cost(tier: str, table: str, rows: list[dict], md_path: Path) -> None:
+    """A "Compute" section appended to the table's Markdown when the table's YAML asks for it
+    (``cost_section: true``): per arm, the mean model-epochs (every model trained, one epoch each:
+    B copies, tuning points, proxy trainings and the final retraining all count) and train seconds."""
+    if not table_config(table).get("cost_section"):
+        return
+    rows = [r for r in rows if r["tier"] == tier and r["table"] == table]
+    groups: dict = defaultdict(list)
+    for r in rows:
+        groups[(r["dataset"], r["method"], setting_key(r["setting"]))].append(r.get("extra") or {})
+    if not groups:
+        return
+    md = ["", "## Compute", "", "Mean per run over seeds: model-epochs (every model trained counts one per epoch: the B "
+          "copies of a search, each tuning point, each proxy training of an evolution and its final retraining) and "
+          "the run's train seconds (this machine, two jobs at a time).", "",
+          "| dataset | method | setting | seeds | model-epochs | train s |", "|---|---|---|---|---|---|"]
+    for (dataset, method, setting), extras in sorted(groups.items()):
+        epochs = [e["model_epochs"] for e in extras if isinstance(e.get("model_epochs"), (int, float))]
+        secs = [e["train_seconds"] for e in extras if isinstance(e.get("train_seconds"), (int, float))]
+        shown_epochs = f"{sum(epochs) / len(epochs):.0f}" if epochs else "not recorded"
+        shown_secs = f"{sum(secs) / len(secs):.1f}" if secs else "not recorded"
+        md.append(f"| {dataset} | {method} | {setting} | {len(extras)} | {shown_epochs} | {shown_secs} |")
+    with md_path.open("a") as f:
+        f.write("\n".join(md) + "\n")
+
+
 # ------------------------------------------------------------------------------ the check
 def check(agg: dict, reference: dict | None) -> tuple[list[str], bool]:
     """Lines of the check report and whether it passed."""
@@ -233,6 +337,10 @@ def build(results_dir: Path, tier: str | None = None, table: str | None = None,
             paths = write_table(t, tb, agg, results_dir / t)
             if paths:
                 written.extend(paths)
+                write_cost(t, tb, rows, paths[1])
+                extra = write_search_cost(t, tb, rows, paths[1])
+                if extra:
+                    written.append(extra)
         written.extend(figures.draw_all([r for r in rows if r["tier"] == t], results_dir / t / "figures", table))
     return written
 

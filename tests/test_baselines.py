@@ -18,6 +18,7 @@ from baselines import (
     ArcFaceLoss,
     CosFaceLoss,
     CrossEntropyLoss,
+    CSEAutolossALoss,
     FocalLoss,
     LSoftmaxLoss,
     Poly1Loss,
@@ -25,6 +26,7 @@ from baselines import (
     arcface,
     cosface,
     cross_entropy,
+    cse_autoloss_a,
     focal,
     l_softmax,
     poly1,
@@ -66,6 +68,13 @@ def ref_poly1(cos, target, scale, epsilon) -> np.ndarray:
     z = np.broadcast_to(np.asarray(scale, dtype=np.float64), np.shape(cos)) * np.asarray(cos, dtype=np.float64)
     ce = ref_ce(z, np.asarray(target))
     return ce + epsilon * (1.0 - np.exp(-ce))
+
+
+def ref_cse(cos, target, scale, w) -> np.ndarray:
+    """-(1 + sin(w)) log p_y from the explicit log-sum-exp; w = p_y = exp(-CE) or 1."""
+    z = np.broadcast_to(np.asarray(scale, dtype=np.float64), np.shape(cos)) * np.asarray(cos, dtype=np.float64)
+    ce = ref_ce(z, np.asarray(target))
+    return (1.0 + np.sin(np.exp(-ce) if w == "p_y" else 1.0)) * ce
 
 
 def ref_psi(c: float, m: int) -> float:
@@ -122,6 +131,9 @@ CASES = {
     # Poly-1 (Leng et al., Eq. 3): CE + epsilon (1 - p_t), p_t from the explicit log-sum-exp
     "poly1": (poly1, {"epsilon": 1.0}, lambda c, t, s: ref_poly1(c, t, s, 1.0)),
     "poly1_eps_neg": (poly1, {"epsilon": -0.5}, lambda c, t, s: ref_poly1(c, t, s, -0.5)),
+    # CSE-Autoloss-A (Liu et al., ICLR 2021): -(1 + sin(w)) log p_y, w = p_y or 1
+    "cse_autoloss_a": (cse_autoloss_a, {"w": "p_y"}, lambda c, t, s: ref_cse(c, t, s, "p_y")),
+    "cse_autoloss_a_one": (cse_autoloss_a, {"w": "one"}, lambda c, t, s: ref_cse(c, t, s, "one")),
 }
 
 
@@ -456,6 +468,7 @@ GRAD_KWARGS = {
     "sphereface": {"scale": 1.5, "lambda_": 2.0},
     "focal": {"scale": 3.0, "gamma": 2.0},
     "poly1": {"scale": 3.0, "epsilon": 2.0},
+    "cse_autoloss_a": {"scale": 3.0, "w": "one"},  # w = p_y is a weight that is not differentiated (its own test)
 }
 
 
@@ -488,6 +501,7 @@ VMAP_KWARGS = {
     "sphereface": {"scale": 2.0},
     "focal": {"scale": 4.0, "alpha": [0.5, 1.0, 1.5, 2.0, 2.5]},
     "poly1": {"scale": 4.0, "epsilon": 1.5},
+    "cse_autoloss_a": {"scale": 4.0, "w": "p_y"},
 }
 
 
@@ -535,6 +549,7 @@ MODULES = {
     "arcface": (ArcFaceLoss, "both", {"m": 0.3, "easy_margin": True}),
     "focal": (FocalLoss, "none", {"gamma": 1.0, "alpha": 0.5}),
     "poly1": (Poly1Loss, "none", {"epsilon": 0.5}),
+    "cse_autoloss_a": (CSEAutolossALoss, "none", {"w": "p_y"}),
 }
 
 
@@ -597,7 +612,7 @@ def test_registry_lists_and_gets():
     names = baselines.available()
     assert set(SIX) <= set(names) and names == sorted(names)
     fns = {"cross_entropy": cross_entropy, "l_softmax": l_softmax, "sphereface": sphereface,
-           "cosface": cosface, "arcface": arcface, "focal": focal, "poly1": poly1}
+           "cosface": cosface, "arcface": arcface, "focal": focal, "poly1": poly1, "cse_autoloss_a": cse_autoloss_a}
     for name in SIX:
         entry = baselines.get(name)
         assert isinstance(entry, baselines.BaselineLoss)
@@ -674,3 +689,18 @@ def test_sphereface_training_loss_anneals_lambda_per_call():
     for it in range(3):
         expected = sphereface(cos, target, 2.0, lambda_=sphereface_lambda(it))
         torch.testing.assert_close(loss(cos, target, 2.0), expected)
+
+
+def test_cse_autoloss_a_weights_by_a_p_y_it_does_not_differentiate_and_w_one_is_scaled_ce():
+    cos, target, _ = rand_inputs(5)
+    cos.requires_grad_(True)
+    loss = cse_autoloss_a(cos, target, 7.0, w="p_y", reduction="sum")
+    (grad,) = torch.autograd.grad(loss, cos)
+    logp = torch.log_softmax(7.0 * cos, -1).gather(1, target[:, None])[:, 0]
+    w = 1.0 + torch.sin(logp.detach().exp())
+    (expected,) = torch.autograd.grad(-(w * logp).sum(), cos)
+    torch.testing.assert_close(grad, expected, rtol=1e-12, atol=1e-12)
+    torch.testing.assert_close(cse_autoloss_a(cos, target, 7.0, w="one"),
+                               (1.0 + math.sin(1.0)) * cross_entropy(cos, target, 7.0))
+    with pytest.raises(ValueError, match="cse_autoloss_a: w must be one of p_y, one, got 'iou'"):
+        cse_autoloss_a(cos, target, 7.0, w="iou")

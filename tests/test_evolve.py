@@ -216,7 +216,7 @@ def test_evolution_resumes_after_a_kill_with_the_same_history(tmp_path):
 
 
 @pytest.mark.parametrize("kw,needle", [({"max_evaluations": 0}, "evolution.max_evaluations must be an integer >= 1"),
-                                       ({"max_evaluations": None}, "cannot both be None"),
+                                       ({"max_evaluations": None}, "cannot all be None"),
                                        ({"max_seconds": -1.0}, "evolution.max_seconds must be > 0"),
                                        ({"tournament": 30}, "evolution.tournament must be <= population"),
                                        ({"operators": "all"}, "evolution.operators must be one of")])
@@ -277,3 +277,127 @@ def test_best_reward_figure_from_rows_and_histories(tmp_path):
     out = figures.evolution_curves(results.load_rows(tmp_path / "res"), tmp_path / "fig")
     assert out is not None and out.name == "autoloss_zero_best_reward.png" and out.stat().st_size > 10_000
     assert figures.evolution_curves([], tmp_path / "fig2") is None
+
+
+# ---------------------------------------------------------------- the model optimization simulation
+def _simulation_task():
+    import lfs
+    from lfs.family import make_family
+
+    g = torch.Generator().manual_seed(0)
+    centers = torch.randn(5, 8, generator=g) * 3
+    t = torch.arange(200) % 5
+    x = centers[t] + torch.randn(200, 8, generator=g)
+    return lfs.SupervisedTask(lambda: torch.nn.Linear(8, 5), lambda p: torch.optim.SGD(p, lr=0.1),
+                              make_family("expression").loss, (x, t), (x, t), batch_size=20)
+
+
+def test_one_per_class_draws_one_example_of_every_class():
+    from lfs.evolve.simulation import one_per_class
+
+    t = torch.tensor([3, 1, 1, 0, 3, 2, 2, 0, 1])
+    idx = one_per_class(t, seed=1)
+    assert t[idx].tolist() == [0, 1, 2, 3]
+    assert sorted(t[one_per_class(t, 2, seed=1)].tolist()) == [0, 0, 1, 1, 2, 2, 3, 3]
+    with pytest.raises(ValueError, match="per_class must be >= 1"):
+        one_per_class(t, 0)
+
+
+def test_optimization_simulation_passes_cross_entropy_and_rejects_its_negative():
+    from lfs.evolve.simulation import OptimizationSimulation
+
+    sim = OptimizationSimulation(_simulation_task(), steps=20)
+    assert len(sim.y) == 5 and sorted(sim.y.tolist()) == [0, 1, 2, 3, 4]
+    before = torch.random.get_rng_state()
+    gained = sim(ev.parse("neg(dot(y, log(softmax(x))))"))
+    assert torch.equal(torch.random.get_rng_state(), before)  # the caller's random state is untouched
+    assert gained > 0 and gained == sim(ev.parse("neg(dot(y, log(softmax(x))))"))  # deterministic
+    assert sim(ev.parse("dot(y, log(softmax(x)))")) <= 0  # minus cross entropy unlearns
+    assert sim(ev.parse("mul(exp(mul(x, 100)), exp(mul(x, 100)))")) == -math.inf  # inf in float32
+    screen = Screen(ScreeningConfig(verify=False, lrp=False, simulate=True, simulate_steps=20), simulation=sim)
+    assert screen(ev.parse("neg(dot(y, log(softmax(x))))")).accepted
+    assert screen(ev.parse("dot(y, log(softmax(x)))")).reason == "failed optimization simulation"
+    with pytest.raises(ValueError, match="screening.simulate needs a model optimization simulation"):
+        Screen(ScreeningConfig(simulate=True))
+    with pytest.raises(ValueError, match="simulate_steps must be an integer >= 1"):
+        OptimizationSimulation(_simulation_task(), steps=0)
+
+
+def test_max_explored_budget_counts_every_candidate_considered():
+    s, calls = _search(max_evaluations=None, max_explored=10, init="seeds")
+    r = s.run()
+    assert r.stopped_by == "max_explored" and len(r.history) == 10 and r.evaluations == len(calls) <= 10
+    with pytest.raises(ValueError, match="evolution.max_explored must be an integer >= 1"):
+        EvolutionConfig(max_explored=0)
+
+
+def test_a_cse_autoloss_job_filters_with_both_modules():
+    from hydra import compose, initialize_config_dir
+    from omegaconf import OmegaConf
+
+    from benchmarks import runner
+    from pathlib import Path
+
+    conf = Path(__file__).resolve().parents[1] / "benchmarks" / "conf"
+    with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
+        cfg = compose("config", overrides=["+table=cse_autoloss", "tier=smoke", "dataset=digits", "method=cse_autoloss",
+                                           "evolve.max_explored=12", "progress=false"])
+    cfg = OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+    assert cfg["evolve"]["max_evaluations"] is None and cfg["setting"] == {"explored": 12}
+    metrics, extra, history = runner.run(cfg)
+    assert extra["stopped_by"] == "max_explored" and extra["explored"] == len(history) == 12
+    assert history[0]["formula"] == "neg(dot(y, log(softmax(x))))" and history[0]["fitness"] is not None
+    assert extra["evaluations"] == sum(1 for h in history if h["fitness"] is not None)
+    assert sum(extra["rejected"].values()) == sum(1 for h in history if h["reason"])
+
+
+def test_search_cost_section_and_found_loss_figure(tmp_path):
+    from benchmarks import figures, report, results
+
+    spent = {"cse_no_filter": (10, 8, 80.0, {"no gradient": 2}), "cse_autoloss": (10, 2, 10.0, {"failed convergence check": 8})}
+    rows = []
+    for method, (explored, trained, seconds, rejected) in spent.items():
+        for seed in (0, 1):
+            row = results.make_row(table="cse_autoloss", tier="mini", dataset="digits", method=method, setting={},
+                                   seed=seed, metrics={"top1_error": 10.0 + seed},
+                                   provenance={},
+                                   extra={"explored": explored, "evaluations": trained, "search_seconds": seconds,
+                                          "rejected": rejected, "best_fitness": 0.5 + seed,
+                                          "loss": "neg(dot(y, softmax(x)))" if seed else "x"})
+            rows.append(row)
+    cells = {c["method"]: c for c in report.search_cost(rows, "cse_no_filter")}
+    assert cells["cse_autoloss"]["speedup"] == pytest.approx(8.0) and cells["cse_no_filter"]["speedup"] == 1.0
+    assert cells["cse_autoloss"]["filtered_pct"] == pytest.approx(80.0) and cells["cse_autoloss"]["trained"] == 2
+    assert cells["cse_autoloss"]["rejected"] == {"failed convergence check": 16}
+    md = tmp_path / "cse_autoloss.md"
+    md.write_text("# table\n")
+    csv_path = report.write_search_cost("mini", "cse_autoloss", rows, md)
+    assert csv_path.name == "cse_autoloss_search.csv" and len(csv_path.read_text().splitlines()) == 3
+    assert "## Search cost" in md.read_text() and "8.00x over cse_no_filter" in md.read_text()
+    assert report.write_search_cost("mini", "cifar10", rows, md) is None
+    out = figures.found_losses(rows, tmp_path / "fig", "cse_autoloss")
+    assert out.name == "cse_autoloss_found_losses.png" and out.stat().st_size > 10_000
+    assert figures.found_losses(rows, tmp_path / "fig", "cifar10") is None
+
+
+@pytest.mark.parametrize("kw", [{}, {"init": "seeds", "seeds": ("neg(dot(y, log(softmax(x))))",
+                                                                "neg(neg(neg(dot(y, log(softmax(x))))))")},
+                                {"max_evaluations": None, "max_explored": 25, "init": "seeds"},
+                                {"gec": False, "children": 5, "max_evaluations": 20}])
+def test_batch_evaluation_gives_the_sequential_history(kw):
+    sequential, calls = _search(**kw)
+    ref = sequential.run()
+    batches = []
+
+    def evaluate_batch(losses):
+        batches.append(len(losses))
+        return [_fitness(loss) for loss in losses]
+
+    batched, _ = _search(**kw)
+    batched.evaluate_batch = evaluate_batch
+    res = batched.run()
+    assert [(h.formula, h.fitness, h.reason, h.generation) for h in res.history] == \
+        [(h.formula, h.fitness, h.reason, h.generation) for h in ref.history]
+    assert res.evaluations == ref.evaluations == sum(batches) == len(calls)
+    assert res.rejected == ref.rejected and res.best == ref.best and res.stopped_by == ref.stopped_by
+    assert max(batches) > 1  # candidates of a generation went together

@@ -123,3 +123,15 @@ def test_train_optimizer_is_read_and_checked():
     assert isinstance(sgd, torch.optim.SGD) and sgd.param_groups[0]["momentum"] == 0.9
     with pytest.raises(ConfigError, match="train.optimizer must be one of sgd, adam, got 'rmsprop'"):
         validate(config("train.optimizer=rmsprop"))
+
+
+def test_the_baseline_method_takes_the_datasets_own_loss():
+    assert build_method(config("method=baseline", "dataset=synthetic_face"))["loss"] == ("sphereface", {"m": 4})
+    assert build_method(config("method=baseline", "dataset=digits"))["loss"] == ("focal", {"gamma": 2.0})
+    assert build_method(config("method=baseline", "dataset=synthetic_reid_market"))["loss"] == ("cosface", {"m": 0.35})
+    with pytest.raises(ConfigError, match="method 'baseline' takes its loss from dataset.baseline, which this run's "
+                                          "config does not set") as info:
+        build_method(config("method=baseline", "dataset=digits", "dataset.baseline=null"))
+    assert "\n" not in str(info.value)
+    with pytest.raises(ValueError, match="loss.ref must be a dotted config key"):
+        methods.Method(name="x", description="x", loss={"ref": ""})

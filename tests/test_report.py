@@ -121,3 +121,26 @@ def test_table2_and_section46_figures_and_readable_labels(tmp_path):
     assert q.name == "ablation_search_mAP.png" and q.stat().st_size > 3000
     assert figures._setting_label({"noise": 0.2, "B": 8}) == "B=8, noise=0.2" and figures._setting_label({}) == ""
     assert figures.noise_curves([], tmp_path) is None
+
+
+def test_compute_section_only_where_the_table_asks_for_it(tmp_path):
+    rows = []
+    for method, extras in (("ce", [{"model_epochs": 24, "train_seconds": 2.0}, {"model_epochs": 24, "train_seconds": 4.0}]),
+                           ("learn", [{"model_epochs": 192, "train_seconds": 30.0}]), ("old", [{}])):
+        for seed, extra in enumerate(extras):
+            rows.append(results.make_row(table="loss_search", tier="mini", dataset="mnist1d", method=method, setting={},
+                                         seed=seed, metrics={"top1_error": 10.0},
+                                         provenance={}, extra=extra))
+    md = tmp_path / "loss_search.md"
+    md.write_text("# t\n")
+    report.write_cost("mini", "loss_search", rows, md)
+    text = md.read_text()
+    assert "| mnist1d | ce | default | 2 | 24 | 3.0 |" in text
+    assert "| mnist1d | learn | default | 1 | 192 | 30.0 |" in text
+    assert "| mnist1d | old | default | 1 | not recorded | not recorded |" in text
+    for r in rows:
+        r["table"] = "cifar10"  # a table whose YAML does not ask for the section
+    other = tmp_path / "other.md"
+    other.write_text("# t\n")
+    report.write_cost("mini", "cifar10", rows, other)
+    assert other.read_text() == "# t\n"

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks import results
+
 ROOT = Path(__file__).resolve().parents[1]
 HERE = Path(__file__).resolve().parent
 
@@ -171,3 +173,31 @@ def test_preempted_job_is_requeued_and_resumes_from_its_checkpoint(tmp_path):
     ref_metrics, ref_extra, _ = runner.run(OmegaConf.to_container(OmegaConf.create(row["provenance"]["config"])))
     assert row["metrics"] == ref_metrics
     assert row["extra"]["final_mu"] == ref_extra["final_mu"]
+
+
+@requires_cluster
+def test_evolution_generation_as_a_slurm_job_array(tmp_path):
+    """evolve.array.enabled=true: each generation's screened candidates train as the tasks of one
+    SLURM job array (submitit); the search's history and row are those of a single process."""
+    def search(name, *extra):
+        cmd = [sys.executable, str(ROOT / "benchmarks" / "run.py"), "+table=autoloss_zero", "tier=smoke",
+               "dataset=digits", "method=autoloss_zero", f"results_dir={tmp_path / name}",
+               f"hydra.sweep.dir={tmp_path / 'hydra' / name}", "progress=false", *extra]
+        out = subprocess.run(cmd, cwd=tmp_path, env={**_slurm_env(), "LFS_CACHE": str(tmp_path / "cache")},
+                             capture_output=True, text=True, timeout=900)
+        assert out.returncode == 0, out.stdout[-2000:] + out.stderr[-3000:]
+        (row,) = rows(tmp_path / name)
+        path = next((tmp_path / name).rglob("seed=0.json"))
+        return row, results.load_history(path)
+
+    local, local_history = search("local")
+    array, array_history = search("array", "evolve.array.enabled=true")
+    assert [(h["formula"], h["fitness"], h["reason"]) for h in array_history] == \
+        [(h["formula"], h["fitness"], h["reason"]) for h in local_history]
+    assert array["metrics"] == local["metrics"] and array["extra"]["loss"] == local["extra"]["loss"]
+    tasks = [p.parent.name for p in (tmp_path / "array").rglob("*_result.pkl")]  # submitit: <job>_<task>/
+    jobs = sorted({t.split("_")[0] for t in tasks})
+    assert jobs, "no job array was submitted"
+    assert max(sum(t.startswith(j + "_") for t in tasks) for j in jobs) >= 2  # one array held several candidates
+    for job in jobs:
+        assert sh("sacct", "-n", "-X", "-P", "-j", job, "-o", "State").stdout.split()[0] == "COMPLETED"

@@ -7,6 +7,8 @@ A method is one of (benchopt style: a small declaration, its hyper-parameters as
 * a **fixed loss**: ``loss`` (a :mod:`baselines` registry name with its hyper-parameters), one
   model trained with it, the last epoch kept, or the epoch with the best validation reward when
   ``early_stopping`` is set (the honest CE control: the searches' clean validation split);
+  ``loss: {ref: dataset.baseline}`` takes the loss from the run's config at that key instead (a
+  dataset's own hand-crafted reference, declared in its dataset config);
 * ``teacher: true``: the L2T-DLF-style teacher (``loss: {name: l2t_dlf}``);
 * an **evolution** over loss expressions (CSE-Autoloss, AutoLoss-Zero): ``family: {name:
   expression}`` with ``evolution`` (:class:`lfs.evolve.evolution.EvolutionConfig`'s fields),
@@ -77,7 +79,10 @@ class Method:
             raise ValueError(f"method {self.name!r}: a search names both a family and a searcher")
         if self.is_search == (self.loss is not None):
             raise ValueError(f"method {self.name!r}: give either family + searcher or loss")
-        for part in (self.family, self.searcher, self.loss):
+        if self.loss is not None and set(self.loss) == {"ref"}:
+            if not isinstance(self.loss["ref"], str) or not self.loss["ref"]:
+                raise ValueError(f"method {self.name!r}: loss.ref must be a dotted config key, got {self.loss['ref']!r}")
+        for part in (self.family, self.searcher, None if self.loss and "ref" in self.loss else self.loss):
             if part is not None and not isinstance(part.get("name"), str):
                 raise ValueError(f"method {self.name!r}: every part needs a name, got {part!r}")
         if self.tune is not None:
@@ -170,8 +175,17 @@ def resolve(method: Method, cfg: dict) -> dict:
                              _fill(srch_cls, method.searcher, search, override.get("searcher"), "searcher"))}
     import baselines
 
-    entry = baselines.get(method.loss["name"])
-    kwargs = {k: v for k, v in method.loss.items() if k != "name"}
+    loss = method.loss
+    if "ref" in loss:  # the loss the run's config holds at that key (e.g. the dataset's own baseline)
+        node = cfg
+        for part in loss["ref"].split("."):
+            node = node.get(part) if isinstance(node, dict) else None
+        if not isinstance(node, dict) or not isinstance(node.get("name"), str):
+            raise ValueError(f"method {method.name!r} takes its loss from {loss['ref']}, which this run's config "
+                             f"does not set (e.g. {loss['ref']}: {{name: cosface, m: 0.35}} in the dataset's config)")
+        loss = node
+    entry = baselines.get(loss["name"])
+    kwargs = {k: v for k, v in loss.items() if k != "name"}
     for k, v in (override.get("loss") or {}).items():
         kwargs[k] = v
     return {"loss": (entry.name, kwargs)}

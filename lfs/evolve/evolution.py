@@ -19,9 +19,10 @@ comparison: every child a fresh random tree, the same screening and budget.
 
 A child is rejected, with its reason recorded and counted, when it exceeds the depth or size
 limits (``too large``), fails the screening (``invalid value``, ``no gradient``, ``failed
-convergence check``, ``rejected by LRP``), or its evaluation is not finite (``failed
-simulation``). A child whose GEC signature was seen reuses that fitness without training
-(``GEC duplicate``, counted, not evaluated).
+convergence check``, ``rejected by LRP``, ``failed optimization simulation``), or its
+evaluation (the proxy training) is not finite (``failed simulation``). A child whose GEC
+signature was seen reuses that fitness without training (``GEC duplicate``, counted, not
+evaluated).
 
 Determinism: DEAP draws from Python's ``random``; the search keeps its own state of it (seeded
 by ``seed``) and swaps it in around every draw, so two searches with one seed and a
@@ -30,8 +31,15 @@ state (population, the generation's children not yet considered, the GEC table, 
 the random state) after every child; :meth:`EvolutionSearch.run` resumes from it, and a search
 killed and rerun ends with the same history as one never interrupted.
 
-Budget: ``max_evaluations`` (losses evaluated, i.e. trained) and/or ``max_seconds`` (wall time of
-this search, resumed runs included); the result says which one stopped it.
+Parallel evaluation: with ``evaluate_batch(expressions) -> fitnesses`` the survivors of a
+generation's screening are evaluated together (the harness sends them to a SLURM job array, one
+task per candidate: :mod:`benchmarks.evolution`); the batch is cut so that the history equals the
+sequential search's (:meth:`EvolutionSearch._consider_batch`).
+
+Budget: ``max_evaluations`` (losses evaluated, i.e. trained), ``max_explored`` (children
+considered: screened out, reused or trained; the fixed budget of CSE-Autoloss's filter ablation)
+and/or ``max_seconds`` (wall time of this search, resumed runs included); the result says which
+one stopped it.
 """
 from __future__ import annotations
 
@@ -69,6 +77,7 @@ class EvolutionConfig:
     max_size: int = 30
     max_evaluations: int | None = 100
     max_seconds: float | None = None
+    max_explored: int | None = None
     gec: bool = True
     seed: int = 0
 
@@ -86,9 +95,11 @@ class EvolutionConfig:
         need(self.init in ("scratch", "seeds"), "init", "must be scratch or seeds")
         need(self.max_evaluations is None or (isinstance(self.max_evaluations, int) and self.max_evaluations >= 1),
              "max_evaluations", "must be an integer >= 1 (or None)")
+        need(self.max_explored is None or (isinstance(self.max_explored, int) and self.max_explored >= 1),
+             "max_explored", "must be an integer >= 1 (or None)")
         need(self.max_seconds is None or self.max_seconds > 0, "max_seconds", "must be > 0 (or None)")
-        need(self.max_evaluations is not None or self.max_seconds is not None, "max_evaluations",
-             "and max_seconds cannot both be None (no budget)")
+        need(self.max_evaluations is not None or self.max_seconds is not None or self.max_explored is not None,
+             "max_evaluations", ", max_explored and max_seconds cannot all be None (no budget)")
         self.seeds = tuple(self.seeds)
         self.init_depth = tuple(self.init_depth)
 
@@ -114,7 +125,7 @@ class EvolutionResult:
     evaluations: int
     generations: int
     seconds: float
-    stopped_by: str  # "max_evaluations" or "max_seconds"
+    stopped_by: str  # "max_evaluations", "max_explored" or "max_seconds"
 
 
 class EvolutionSearch:
@@ -124,11 +135,15 @@ class EvolutionSearch:
 
     def __init__(self, evaluate: Callable[[LossExpression], float], config: EvolutionConfig | None = None,
                  screening: ScreeningConfig | None = None, checkpoint: str | Path | None = None,
-                 inputs: tuple[str, ...] = CLASSIFICATION_INPUTS, on_evaluated: Callable | None = None):
+                 inputs: tuple[str, ...] = CLASSIFICATION_INPUTS, on_evaluated: Callable | None = None,
+                 simulation: Callable | None = None,
+                 evaluate_batch: Callable[[list[LossExpression]], list[float]] | None = None):
         from deap import gp
 
         self.evaluate, self.config = evaluate, config or EvolutionConfig()
-        self.screen = Screen(screening) if screening is not None else Screen(ScreeningConfig(verify=False, lrp=False))
+        self.evaluate_batch = evaluate_batch
+        self.screen = Screen(screening if screening is not None else ScreeningConfig(verify=False, lrp=False),
+                             simulation=simulation)
         self.checkpoint = None if checkpoint is None else Path(checkpoint)
         self.inputs, self.on_evaluated = tuple(inputs), on_evaluated
         self.operators = {k: OPERATORS[k] for k in OPERATOR_SETS[self.config.operators]}
@@ -195,53 +210,100 @@ class EvolutionSearch:
         return max(entrants, key=lambda p: (p[1], -p[2]))[0]
 
     # -- one candidate ------------------------------------------------------------------------
-    def _reject(self, formula: str, reason: str, lrp_score=None, screen_seconds: float = 0.0) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-        self._record(Evaluated(formula, None, reason, self.generation, lrp_score=lrp_score,
-                               screen_seconds=screen_seconds))
-
     def _record(self, item: Evaluated) -> None:
         self.history.append(item)
         if self.on_evaluated is not None:
             self.on_evaluated(item)
 
-    def _consider(self, formula: str) -> None:
-        """Screen, look up, or evaluate one child; an evaluated one joins the population."""
+    def _screen(self, formula: str) -> tuple:
+        """What happens to one child, decided without recording anything:
+        ``("reject", reason, lrp_score, seconds)``, ``("reuse", key, seconds)`` (a GEC duplicate:
+        the stored fitness) or ``("evaluate", loss, key, lrp_score, seconds)``."""
         c = self.config
         t0 = time.perf_counter()
         try:
             loss = parse(formula, self.inputs, self.operators)
         except ExpressionError:
-            return self._reject(formula, "invalid value", screen_seconds=time.perf_counter() - t0)
+            return "reject", "invalid value", None, time.perf_counter() - t0
         if loss.tree.depth() > c.max_depth or loss.tree.size() > c.max_size:
-            return self._reject(formula, "too large", screen_seconds=time.perf_counter() - t0)
+            return "reject", "too large", None, time.perf_counter() - t0
         decision = self.screen(loss)
         if not decision.accepted:
-            return self._reject(formula, decision.reason, decision.lrp_score, time.perf_counter() - t0)
+            return "reject", decision.reason, decision.lrp_score, time.perf_counter() - t0
         key = signature(loss) if c.gec else None
-        screened = time.perf_counter() - t0
         if key is not None and key in self.gec_table:
+            return "reuse", key, time.perf_counter() - t0
+        return "evaluate", loss, key, decision.lrp_score, time.perf_counter() - t0
+
+    def _settle(self, formula: str, outcome: tuple, fitness: float | None = None, took: float = 0.0) -> None:
+        """Record one child's outcome (and its evaluation's ``fitness``); an evaluated or reused
+        child joins the population; a non-finite fitness is a failed simulation."""
+        kind = outcome[0]
+        if kind == "reject":
+            _, reason, lrp_score, seconds = outcome
+            self.rejected[reason] = self.rejected.get(reason, 0) + 1
+            self._record(Evaluated(formula, None, reason, self.generation, lrp_score=lrp_score,
+                                   screen_seconds=seconds))
+            return
+        if kind == "reuse":
+            _, key, seconds = outcome
             self.rejected["GEC duplicate"] = self.rejected.get("GEC duplicate", 0) + 1
-            fitness = self.gec_table[key]
-            self._record(Evaluated(formula, fitness, "GEC duplicate", self.generation, reused=True,
-                                   screen_seconds=screened))
-            self._join(formula, fitness)
-            return None
-        start = time.perf_counter()
-        fitness = float(self.evaluate(loss))
-        took = time.perf_counter() - start
+            self._record(Evaluated(formula, self.gec_table[key], "GEC duplicate", self.generation, reused=True,
+                                   screen_seconds=seconds))
+            self._join(formula, self.gec_table[key])
+            return
+        _, _, key, lrp_score, seconds = outcome
         self.evaluations += 1
         if not math.isfinite(fitness):
             self.rejected["failed simulation"] = self.rejected.get("failed simulation", 0) + 1
-            self._record(Evaluated(formula, None, "failed simulation", self.generation, took, decision.lrp_score,
-                                   screen_seconds=screened))
-            return None
+            self._record(Evaluated(formula, None, "failed simulation", self.generation, took, lrp_score,
+                                   screen_seconds=seconds))
+            return
         if key is not None:
             self.gec_table[key] = fitness
-        self._record(Evaluated(formula, fitness, None, self.generation, took, decision.lrp_score,
-                               screen_seconds=screened))
+        self._record(Evaluated(formula, fitness, None, self.generation, took, lrp_score, screen_seconds=seconds))
         self._join(formula, fitness)
-        return None
+
+    def _consider(self, formula: str) -> None:
+        """Screen, look up, or evaluate one child; an evaluated one joins the population."""
+        outcome = self._screen(formula)
+        if outcome[0] != "evaluate":
+            return self._settle(formula, outcome)
+        start = time.perf_counter()
+        fitness = float(self.evaluate(outcome[1]))
+        self._settle(formula, outcome, fitness, time.perf_counter() - start)
+
+    def _consider_batch(self) -> None:
+        """The next children of this generation, treated as :meth:`_consider` treats them one by
+        one, but with their evaluations in one call of ``evaluate_batch`` (e.g. a SLURM job array).
+        A batch ends where the sequential search would stop (``max_evaluations``,
+        ``max_explored``) and before a child whose GEC signature equals that of a child already in
+        the batch (it must see that fitness); outcomes are recorded in the children's order, so
+        the history is the sequential one."""
+        c = self.config
+        plan, keys, to_evaluate = [], set(), 0
+        for formula in self.pending:
+            if c.max_explored is not None and len(self.history) + len(plan) >= c.max_explored:
+                break
+            if c.max_evaluations is not None and self.evaluations + to_evaluate >= c.max_evaluations:
+                break
+            outcome = self._screen(formula)
+            if outcome[0] == "evaluate":
+                if outcome[2] is not None and outcome[2] in keys:
+                    break
+                keys.add(outcome[2])
+                to_evaluate += 1
+            plan.append((formula, outcome))
+        del self.pending[:len(plan)]
+        losses = [o[1] for _, o in plan if o[0] == "evaluate"]
+        start = time.perf_counter()
+        fitnesses = iter([float(f) for f in self.evaluate_batch(losses)] if losses else [])
+        took = (time.perf_counter() - start) / max(len(losses), 1)
+        for formula, outcome in plan:
+            if outcome[0] == "evaluate":
+                self._settle(formula, outcome, next(fitnesses), took)
+            else:
+                self._settle(formula, outcome)
 
     def _join(self, formula: str, fitness: float) -> None:
         self.births += 1
@@ -257,6 +319,8 @@ class EvolutionSearch:
         c = self.config
         if c.max_evaluations is not None and self.evaluations >= c.max_evaluations:
             return "max_evaluations"
+        if c.max_explored is not None and len(self.history) >= c.max_explored:
+            return "max_explored"
         if c.max_seconds is not None and self.seconds >= c.max_seconds:
             return "max_seconds"
         return None
@@ -289,8 +353,10 @@ class EvolutionSearch:
             start = time.perf_counter()
             if not self.pending:
                 self.pending = self._generation()
-            formula = self.pending.pop(0)
-            self._consider(formula)
+            if self.evaluate_batch is None:
+                self._consider(self.pending.pop(0))
+            else:
+                self._consider_batch()
             if not self.pending:
                 self.generation += 1
             self.seconds += time.perf_counter() - start
@@ -313,10 +379,11 @@ class EvolutionSearch:
                 "seconds": self.seconds, "pending": list(self.pending)}
 
     def load_state_dict(self, state: dict) -> None:
-        if state["config"] != asdict(self.config):
-            diff = next(k for k in state["config"] if state["config"][k] != asdict(self.config).get(k))
+        mine = asdict(self.config)
+        if state["config"] != mine:
+            diff = next(k for k in {**state["config"], **mine} if state["config"].get(k) != mine.get(k))
             raise ValueError(f"the checkpoint was written by a search with evolution.{diff}="
-                             f"{state['config'][diff]!r}, this one has {asdict(self.config).get(diff)!r}; "
+                             f"{state['config'].get(diff)!r}, this one has {mine.get(diff)!r}; "
                              "delete the checkpoint to start over")
         self._rng = state["rng"]
         self.population = [tuple(p) for p in state["population"]]

@@ -8,6 +8,9 @@
   probability p_y rises from ~0 to ~1 (the target logit raised, the others fixed), the loss must not
   increase, and it must be lowest at the end (nearest the target). Reason
   ``failed convergence check``.
+* **Model optimization simulation** (CSE-Autoloss, off by default): a few training steps of a
+  fresh model on one example per class (:mod:`.simulation`); it needs a task, so the caller
+  passes ``simulation=`` to :class:`Screen`. Reason ``failed optimization simulation``.
 * **Loss-Rejection Protocol** (LRP, AutoLoss-Zero): randomly initialized predictions are optimized
   directly with the candidate (no network), and the score is
   ``g(L) = mean_b metric(y_hat_b*(L), y_b) - metric(y_hat_b, y_b)``; a candidate with
@@ -29,8 +32,8 @@ from typing import Callable
 import torch
 import torch.nn.functional as F
 
-REASONS = ("invalid value", "no gradient", "failed convergence check", "rejected by LRP", "GEC duplicate",
-           "failed convergence simulation")
+REASONS = ("invalid value", "no gradient", "failed convergence check", "rejected by LRP",
+           "failed optimization simulation", "GEC duplicate")
 
 
 @dataclass
@@ -45,10 +48,15 @@ class ScreeningConfig:
     verify_samples: int = 64
     verify_steps: int = 21
     verify_tolerance: float = 1e-9
+    simulate: bool = False  # CSE-Autoloss's model optimization simulation (needs a task: Screen(simulation=))
+    simulate_steps: int = 20
+    simulate_per_class: int = 1
+    simulate_threshold: float = 0.0
     seed: int = 0
 
     def __post_init__(self):
-        for key in ("lrp_samples", "lrp_classes", "lrp_steps", "verify_samples", "verify_steps"):
+        for key in ("lrp_samples", "lrp_classes", "lrp_steps", "verify_samples", "verify_steps", "simulate_steps",
+                    "simulate_per_class"):
             if not isinstance(getattr(self, key), int) or getattr(self, key) < (2 if "classes" in key else 1):
                 raise ValueError(f"screening.{key} must be a positive integer, got {getattr(self, key)!r}")
         if not self.lrp_lr > 0:
@@ -71,10 +79,14 @@ class Screen:
     """The checks of the module docstring with their fixed inputs, built once (float32, CPU)."""
 
     def __init__(self, config: ScreeningConfig | None = None,
-                 metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy):
+                 metric: Callable[[torch.Tensor, torch.Tensor], torch.Tensor] = accuracy,
+                 simulation: Callable[[object], float] | None = None):
         self.config = config or ScreeningConfig()
-        self.metric = metric
+        self.metric, self.simulation = metric, simulation
         c = self.config
+        if c.simulate and simulation is None:
+            raise ValueError("screening.simulate needs a model optimization simulation: pass "
+                             "simulation=lfs.evolve.simulation.OptimizationSimulation(task) (the harness does)")
         g = torch.Generator().manual_seed(c.seed)
         self.x0 = torch.randn(c.lrp_samples, c.lrp_classes, generator=g)
         self.t0 = torch.randint(0, c.lrp_classes, (c.lrp_samples,), generator=g)
@@ -147,4 +159,8 @@ class Screen:
             score = self.lrp_score(loss)
             if not score >= self.config.lrp_threshold or score != score:
                 return Decision(False, "rejected by LRP", score)
+        if self.config.simulate:
+            gained = self.simulation(loss)
+            if not gained > self.config.simulate_threshold:
+                return Decision(False, "failed optimization simulation", score)
         return Decision(True, None, score)
