@@ -52,7 +52,7 @@ def _cse_tau(w: str = "p_y"):
         raise ValueError(f"cse_autoloss_a: w must be one of {', '.join(W_CHOICES)}, got {w!r}")
     if w == "one":
         return None, (lambda p: p ** (1.0 + torch.sin(torch.ones_like(p))))
-    return None, (lambda p: p.clamp_min(1e-300) ** (1.0 + torch.sin(p)))
+    return None, (lambda p: p.clamp_min(torch.finfo(p.dtype).tiny) ** (1.0 + torch.sin(p)))
 
 
 @register("cse_autoloss_a", fn=cse_autoloss_a, transform=_cse_tau,

@@ -16,7 +16,7 @@ IDENTITY = ("table", "tier", "dataset", "method", "seed")
 
 #: keys (dotted; a key covers everything under it) that do not change what a run computes
 RUN_ONLY = ("progress", "verbose", "workers", "threads", "results_dir", "force", "cache_dir", "checkpoint", "device",
-            "search.executor", "evolve.array", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
+            "search.executor", "evolve.array", "evolve.source_results", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
             "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
             "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",
             "dataset.megaface.megaface_noises", "dataset.megaface.facescrub_noises",
@@ -200,16 +200,17 @@ def is_slurm(launcher_target: str | None) -> bool:
     return bool(launcher_target) and "Slurm" in launcher_target
 
 
-def check_slurm(launcher_target: str | None, what: str | None = None) -> None:
-    """A SLURM launcher (or ``what`` else submits to SLURM, e.g. ``evolve.array.enabled=true``)
-    needs SLURM's commands on this machine (submitit calls them) and a controller that answers."""
+def check_slurm(launcher_target: str | None, what: str | None = None, undo: str | None = None) -> None:
+    """A SLURM launcher (or ``what`` else submits to SLURM, e.g. ``evolve.array.enabled=true``;
+    ``undo`` says how not to) needs SLURM's commands on this machine (submitit calls them) and a
+    controller that answers."""
     import shutil
     import subprocess
 
     if what is None and not is_slurm(launcher_target):
         return
     what = what or "hydra/launcher is a SLURM launcher"
-    undo = "drop hydra/launcher=... to run here" if "launcher" in what else "set evolve.array.enabled=false"
+    undo = undo or "drop hydra/launcher=... to run here"
     missing = [c for c in ("sbatch", "srun") if shutil.which(c) is None]
     if missing:
         raise ConfigError(f"{what} but {' and '.join(missing)} "
@@ -229,7 +230,8 @@ def preflight(cfg: dict, launcher_target: str | None = None) -> None:
     (locally; a cluster's nodes check their own), SLURM's presence for a SLURM launcher."""
     check_slurm(launcher_target)
     if ((cfg.get("evolve") or {}).get("array") or {}).get("enabled"):
-        check_slurm(None, "evolve.array.enabled=true submits each generation's candidates as a SLURM job array")
+        check_slurm(None, "evolve.array.enabled=true submits each generation's candidates as a SLURM job array",
+                    "set evolve.array.enabled=false")
     if not is_slurm(launcher_target):
         check_device(cfg)
     check_writable(cfg["results_dir"])  # last: it makes the folder, which a refused run should not leave

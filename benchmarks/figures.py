@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import math
+import sys
 from collections import defaultdict
 from pathlib import Path
 
@@ -451,7 +452,7 @@ def found_losses(rows: list[dict], out: Path, table: str) -> Path | None:
     over the seeds (chosen on validation, never on test)."""
     import torch
 
-    from lfs.evolve import parse
+    from lfs.evolve import ExpressionError, parse
 
     best: dict = {}
     for r in rows:
@@ -487,7 +488,8 @@ def found_losses(rows: list[dict], out: Path, table: str) -> Path | None:
         for label, formula, color, style in lines:
             try:
                 value, grad = curve(formula)
-            except Exception:  # a formula this suite can no longer parse is left out, not fatal to the report
+            except ExpressionError as e:  # a formula this version cannot parse: left out, and said
+                print(f"warning: {table} figure: {label}: {e}", file=sys.stderr)
                 continue
             short = label if len(label) <= 60 else label[:57] + "..."
             top.plot(p_y, value, color=color, linestyle=style, label=short)

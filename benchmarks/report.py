@@ -262,7 +262,7 @@ def write_cost(tier: str, table: str, rows: list[dict], md_path: Path) -> None:
         return
     md = ["", "## Compute", "", "Mean per run over seeds: model-epochs (every model trained counts one per epoch: the B "
           "copies of a search, each tuning point, each proxy training of an evolution and its final retraining) and "
-          "the run's train seconds (this machine, two jobs at a time).", "",
+          "the run's train seconds (on the machine and with the parallelism of each row's run: see its provenance).", "",
           "| dataset | method | setting | seeds | model-epochs | train s |", "|---|---|---|---|---|---|"]
     for (dataset, method, setting), extras in sorted(groups.items()):
         epochs = [e["model_epochs"] for e in extras if isinstance(e.get("model_epochs"), (int, float))]

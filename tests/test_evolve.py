@@ -380,18 +380,31 @@ def test_search_cost_section_and_found_loss_figure(tmp_path):
     assert figures.found_losses(rows, tmp_path / "fig", "cifar10") is None
 
 
-@pytest.mark.parametrize("kw", [{}, {"init": "seeds", "seeds": ("neg(dot(y, log(softmax(x))))",
-                                                                "neg(neg(neg(dot(y, log(softmax(x))))))")},
-                                {"max_evaluations": None, "max_explored": 25, "init": "seeds"},
-                                {"gec": False, "children": 5, "max_evaluations": 20}])
-def test_batch_evaluation_gives_the_sequential_history(kw):
-    sequential, calls = _search(**kw)
-    ref = sequential.run()
+CE = "neg(dot(y, log(softmax(x))))"
+
+
+@pytest.mark.parametrize("kw,fails", [
+    ({}, False),
+    ({"init": "seeds", "seeds": (CE, "neg(neg(neg(dot(y, log(softmax(x))))))", "mul(1, " + CE + ")")}, False),
+    # the first copy of a signature fails: its GEC duplicates in the same batch must be evaluated themselves
+    ({"init": "seeds", "seeds": (CE, "mul(1, " + CE + ")", "neg(dot(y, softmax(x)))")}, True),
+    ({"max_evaluations": None, "max_explored": 25, "init": "seeds"}, False),
+    ({"gec": False, "children": 5, "max_evaluations": 20}, False)])
+def test_batch_evaluation_gives_the_sequential_history(kw, fails):
+    def fitness(loss):
+        return -math.inf if fails and str(loss) == CE else _fitness(loss)
+
+    def sequential_run():
+        s, calls = _search(**kw)
+        s.evaluate = lambda loss: calls.append(str(loss)) or fitness(loss)
+        return s.run(), calls
+
+    ref, calls = sequential_run()
     batches = []
 
     def evaluate_batch(losses):
         batches.append(len(losses))
-        return [_fitness(loss) for loss in losses]
+        return [fitness(loss) for loss in losses]
 
     batched, _ = _search(**kw)
     batched.evaluate_batch = evaluate_batch
@@ -401,3 +414,36 @@ def test_batch_evaluation_gives_the_sequential_history(kw):
     assert res.evaluations == ref.evaluations == sum(batches) == len(calls)
     assert res.rejected == ref.rejected and res.best == ref.best and res.stopped_by == ref.stopped_by
     assert max(batches) > 1  # candidates of a generation went together
+    if fails:
+        assert calls.count("mul(1, " + CE + ")") == 1 and ref.rejected["failed simulation"] >= 1
+
+
+def test_batch_evaluation_refuses_a_wrong_number_of_fitnesses_and_resumes_from_the_last_batch(tmp_path):
+    s, _ = _search(tmp_path)
+    s.evaluate_batch = lambda losses: [0.5] * (len(losses) + 1)
+    with pytest.raises(RuntimeError, match=r"evaluate_batch returned \d+ fitnesses for \d+ candidates"):
+        s.run()
+    reference, _ = _search()
+    ref = reference.run()
+    again, _ = _search(tmp_path)  # resumed from the checkpoint saved before the bad batch
+    again.evaluate_batch = lambda losses: [_fitness(loss) for loss in losses]
+    res = again.run()
+    assert [(h.formula, h.fitness) for h in res.history] == [(h.formula, h.fitness) for h in ref.history]
+
+
+def test_a_simulation_whose_fresh_model_is_already_right_is_one_line():
+    import lfs
+    from lfs.evolve.simulation import OptimizationSimulation
+    from lfs.family import make_family
+
+    x, t = torch.eye(2), torch.tensor([0, 1])
+
+    class Right(torch.nn.Module):  # already right on both examples
+        def forward(self, inp):
+            return inp * 10
+
+    task = lfs.SupervisedTask(Right, lambda p: torch.optim.SGD(list(p) or [torch.zeros(1, requires_grad=True)], lr=0.1),
+                              make_family("expression").loss, (x, t), (x, t), batch_size=2)
+    with pytest.raises(ValueError, match="already right on all 2 of its examples") as info:
+        OptimizationSimulation(task)
+    assert "\n" not in str(info.value)

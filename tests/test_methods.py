@@ -42,6 +42,8 @@ def test_every_method_file_builds_and_validates(name):
             assert fam.config()["M"] == cfg["search"]["M"]
         if "sigma" in srch.config() and "sigma" not in method.searcher:
             assert srch.config()["sigma"] == cfg["search"]["sigma"]
+    elif method.transfer is not None:
+        assert built["family"].name == "expression" and built["transfer"] == method.transfer
     elif method.is_evolution:
         assert built["family"].name == "expression" and built["evolution"].seed == cfg["seed"]
         assert built["evolution"].max_evaluations == cfg["evolve"]["max_evaluations"]  # the budget is the tier's
@@ -135,3 +137,53 @@ def test_the_baseline_method_takes_the_datasets_own_loss():
     assert "\n" not in str(info.value)
     with pytest.raises(ValueError, match="loss.ref must be a dotted config key"):
         methods.Method(name="x", description="x", loss={"ref": ""})
+
+
+def test_a_transfer_retrains_the_source_rows_formula_and_says_what_to_run_without_it(tmp_path):
+    from benchmarks import runner
+
+    cfg = config("method=transfer_autoloss_zero", "dataset=digits", f"results_dir={tmp_path}")
+    cfg = {k: v for k, v in cfg.items() if k != "hydra"}
+    with pytest.raises(ConfigError, match=r"retrains the loss found by autoloss_zero on digits .* does not exist: "
+                                          r"run `python benchmarks/run.py \+table=autoloss_zero tier=smoke "
+                                          r"dataset=digits method=autoloss_zero seed=0` first") as info:
+        runner.run(cfg)
+    assert "\n" not in str(info.value)
+    formula = "neg(dot(y, log(softmax(x))))"
+    src = results.row_path(tmp_path, "smoke", "autoloss_zero", "digits", "autoloss_zero", {}, 0)
+    results.atomic_write_json(src, results.make_row(
+        table="autoloss_zero", tier="smoke", dataset="digits", method="autoloss_zero", setting={}, seed=0,
+        metrics={"top1_error": 1.0}, provenance={"git_commit": "abc"}, extra={"loss": formula, "model_epochs": 9}))
+    metrics, extra, history = runner.run(cfg)
+    assert extra["loss"] == formula and extra["model_epochs"] == cfg["train"]["epochs"] and history == []
+    assert extra["source"]["path"] == str(src) and extra["source"]["model_epochs"] == 9
+    assert 0 <= metrics["top1_error"] <= 100
+    with pytest.raises(ValueError, match="transfer takes {table, dataset, method}"):
+        methods.Method(name="x", description="x", family={"name": "expression"}, transfer={"table": "t"})
+
+
+def test_a_ref_loss_takes_the_method_files_other_keys_as_overrides_and_array_settings_are_checked():
+    m = methods.Method(name="x", description="x", loss={"ref": "dataset.baseline", "m": 0.4})
+    assert methods.resolve(m, {"dataset": {"baseline": {"name": "cosface", "m": 0.35}}}) == {"loss": ("cosface", {"m": 0.4})}
+    from benchmarks.evolution import check_array
+
+    good = {"cpus_per_task": 1, "timeout_min": 60, "parallelism": 4, "mem_gb": 4}
+    check_array(good)
+    for key, bad in (("cpus_per_task", None), ("timeout_min", 0), ("mem_gb", -1), ("parallelism", True)):
+        with pytest.raises(ValueError, match=f"evolve.array.{key} must be a positive number"):
+            check_array({**good, key: bad})
+
+
+def test_a_failed_array_task_is_named_by_its_own_exception():
+    from submitit.core.utils import FailedJobError
+
+    from benchmarks.evolution import _task_error
+
+    class Job:  # what submitit raises for a task whose function raised (submitit/core/core.py)
+        def result(self):
+            raise FailedJobError("Job (task=0) failed during processing with trace:\n----------------------\n"
+                                 "Traceback (most recent call last):\n  File \"x.py\", line 1\nValueError: boom\n"
+                                 "----------------------\nYou can check full logs with 'job.stderr(0)' and "
+                                 "'job.stdout(0)'or at paths:\n  - /tmp/e\n  - /tmp/o")
+
+    assert _task_error(Job()) == "ValueError: boom"

@@ -8,13 +8,18 @@ A method is one of (benchopt style: a small declaration, its hyper-parameters as
   model trained with it, the last epoch kept, or the epoch with the best validation reward when
   ``early_stopping`` is set (the honest CE control: the searches' clean validation split);
   ``loss: {ref: dataset.baseline}`` takes the loss from the run's config at that key instead (a
-  dataset's own hand-crafted reference, declared in its dataset config);
+  dataset's own hand-crafted reference, declared in its dataset config; other keys beside ``ref``
+  override its hyper-parameters);
 * ``teacher: true``: the L2T-DLF-style teacher (``loss: {name: l2t_dlf}``);
 * an **evolution** over loss expressions (CSE-Autoloss, AutoLoss-Zero): ``family: {name:
   expression}`` with ``evolution`` (:class:`lfs.evolve.evolution.EvolutionConfig`'s fields),
   ``screening`` (:class:`lfs.evolve.screening.ScreeningConfig`'s, or absent: validity only) and
   ``proxy`` (``stop_invalid``); the budget comes from the ``evolve`` config group
-  (:func:`benchmarks.evolution.run_evolution`).
+  (:func:`benchmarks.evolution.run_evolution`);
+* a **transfer** of a found loss: ``family: {name: expression}`` with ``transfer: {table, dataset,
+  method}``: the formula that the row of that evolution (same tier and seed, in
+  ``evolve.source_results`` or the run's ``results_dir``) found, retrained from scratch on this
+  run's dataset (:func:`benchmarks.evolution.run_transfer`).
 
 Optional ``tune`` makes a *tuned arm*: a grid over config keys (``search.sigma: [0.05, 0.2]``, or
 ``train.lr: {times: [0.5, 1, 2, 4]}`` for factors of the configured value); the run trains every
@@ -42,7 +47,7 @@ import yaml
 
 HERE = Path(__file__).resolve().parent
 _KEYS = {"description", "family", "searcher", "loss", "early_stopping", "teacher", "B", "tune", "evolution",
-         "screening", "proxy"}
+         "screening", "proxy", "transfer"}
 
 
 @dataclass(frozen=True)
@@ -59,27 +64,35 @@ class Method:
     evolution: dict | None = None  # an evolutionary search (lfs.evolve.evolution.EvolutionConfig's fields)
     screening: dict | None = None  # its screening (ScreeningConfig's fields; None: validity only)
     proxy: dict | None = None  # its proxy training: {"stop_invalid": bool}
+    transfer: dict | None = None  # {"table", "dataset", "method"}: retrain the formula that evolution found
     source: str = field(default="", compare=False)
 
     @property
     def is_search(self) -> bool:
-        return self.family is not None and self.evolution is None
+        return self.family is not None and not self.is_evolution
 
     @property
     def is_evolution(self) -> bool:
-        return self.evolution is not None
+        """Runs through :mod:`benchmarks.evolution`: an evolutionary search, or a transfer of its loss."""
+        return self.evolution is not None or self.transfer is not None
 
     def __post_init__(self):
-        if self.evolution is not None:
+        if self.is_evolution:
             if self.family is None or self.family.get("name") != "expression" or self.searcher or self.loss:
                 raise ValueError(f"method {self.name!r}: an evolution names family: {{name: expression}} "
                                  "and no searcher or loss")
+            if self.transfer is not None:
+                keys = ("table", "dataset", "method")
+                if (self.evolution is not None or not isinstance(self.transfer, dict) or set(self.transfer) != set(keys)
+                        or not all(isinstance(self.transfer[k], str) for k in keys)):
+                    raise ValueError(f"method {self.name!r}: transfer takes {{table, dataset, method}} (names of the "
+                                     f"evolution whose loss it retrains) and no evolution block, got {self.transfer!r}")
             return
         if (self.family is None) != (self.searcher is None):
             raise ValueError(f"method {self.name!r}: a search names both a family and a searcher")
         if self.is_search == (self.loss is not None):
             raise ValueError(f"method {self.name!r}: give either family + searcher or loss")
-        if self.loss is not None and set(self.loss) == {"ref"}:
+        if self.loss is not None and "ref" in self.loss:
             if not isinstance(self.loss["ref"], str) or not self.loss["ref"]:
                 raise ValueError(f"method {self.name!r}: loss.ref must be a dotted config key, got {self.loss['ref']!r}")
         for part in (self.family, self.searcher, None if self.loss and "ref" in self.loss else self.loss):
@@ -183,7 +196,7 @@ def resolve(method: Method, cfg: dict) -> dict:
         if not isinstance(node, dict) or not isinstance(node.get("name"), str):
             raise ValueError(f"method {method.name!r} takes its loss from {loss['ref']}, which this run's config "
                              f"does not set (e.g. {loss['ref']}: {{name: cosface, m: 0.35}} in the dataset's config)")
-        loss = node
+        loss = {**node, **{k: v for k, v in loss.items() if k != "ref"}}  # the method file's keys override
     entry = baselines.get(loss["name"])
     kwargs = {k: v for k, v in loss.items() if k != "name"}
     for k, v in (override.get("loss") or {}).items():

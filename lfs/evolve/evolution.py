@@ -28,7 +28,7 @@ Determinism: DEAP draws from Python's ``random``; the search keeps its own state
 by ``seed``) and swaps it in around every draw, so two searches with one seed and a
 deterministic ``evaluate`` give the same history. Checkpoint (``checkpoint=path``): the whole
 state (population, the generation's children not yet considered, the GEC table, the records,
-the random state) after every child; :meth:`EvolutionSearch.run` resumes from it, and a search
+the random state) after every child (after every batch with ``evaluate_batch``); :meth:`EvolutionSearch.run` resumes from it, and a search
 killed and rerun ends with the same history as one never interrupted.
 
 Parallel evaluation: with ``evaluate_batch(expressions) -> fitnesses`` the survivors of a
@@ -162,6 +162,7 @@ class EvolutionSearch:
         self.evaluations = self.generation = self.births = 0
         self.seconds = 0.0
         self.pending: list[str] = []  # this generation's children not yet considered (saved: a resume continues them)
+        self._computed: dict[str, float] = {}  # batch mode: fitnesses computed for children not yet settled
 
     # -- randomness ----------------------------------------------------------------------
     @contextmanager
@@ -276,34 +277,45 @@ class EvolutionSearch:
     def _consider_batch(self) -> None:
         """The next children of this generation, treated as :meth:`_consider` treats them one by
         one, but with their evaluations in one call of ``evaluate_batch`` (e.g. a SLURM job array).
-        A batch ends where the sequential search would stop (``max_evaluations``,
-        ``max_explored``) and before a child whose GEC signature equals that of a child already in
-        the batch (it must see that fitness); outcomes are recorded in the children's order, so
-        the history is the sequential one."""
+        The batch ends where the sequential search would stop on ``max_evaluations`` or
+        ``max_explored`` (``max_seconds`` is checked after the batch). A child whose GEC signature
+        equals that of a child evaluated in the same batch reuses that fitness, as it would one by
+        one; if that evaluation failed, the children from it on go back to ``pending`` (it must be
+        evaluated itself). Outcomes are recorded in the children's order, so the history is the
+        sequential one; the checkpoint is saved after each batch."""
         c = self.config
-        plan, keys, to_evaluate = [], set(), 0
+        plan, first_of, to_evaluate = [], {}, 0
         for formula in self.pending:
             if c.max_explored is not None and len(self.history) + len(plan) >= c.max_explored:
                 break
             if c.max_evaluations is not None and self.evaluations + to_evaluate >= c.max_evaluations:
                 break
             outcome = self._screen(formula)
-            if outcome[0] == "evaluate":
-                if outcome[2] is not None and outcome[2] in keys:
-                    break
-                keys.add(outcome[2])
+            if outcome[0] == "evaluate" and outcome[2] is not None and outcome[2] in first_of:
+                outcome = ("reuse", outcome[2], outcome[4])  # settled once its first copy is evaluated
+            elif outcome[0] == "evaluate":
+                if outcome[2] is not None:
+                    first_of[outcome[2]] = len(plan)
                 to_evaluate += 1
             plan.append((formula, outcome))
-        del self.pending[:len(plan)]
-        losses = [o[1] for _, o in plan if o[0] == "evaluate"]
+        # children cut off last time (after a failed first copy) were evaluated then: not again
+        todo = [(f, o[1]) for f, o in plan if o[0] == "evaluate" and f not in self._computed]
+        losses = [loss for _, loss in todo]
         start = time.perf_counter()
-        fitnesses = iter([float(f) for f in self.evaluate_batch(losses)] if losses else [])
+        fitnesses = [float(f) for f in self.evaluate_batch(losses)] if losses else []
+        if len(fitnesses) != len(losses):
+            raise RuntimeError(f"evaluate_batch returned {len(fitnesses)} fitnesses for {len(losses)} candidates")
         took = (time.perf_counter() - start) / max(len(losses), 1)
-        for formula, outcome in plan:
+        self._computed.update(zip((f for f, _ in todo), fitnesses))
+        for i, (formula, outcome) in enumerate(plan):
+            if outcome[0] == "reuse" and outcome[1] not in self.gec_table:
+                plan = plan[:i]  # its first copy failed: from here on, as the sequential search would
+                break
             if outcome[0] == "evaluate":
-                self._settle(formula, outcome, next(fitnesses), took)
+                self._settle(formula, outcome, self._computed.pop(formula), took)
             else:
                 self._settle(formula, outcome)
+        del self.pending[:len(plan)]
 
     def _join(self, formula: str, fitness: float) -> None:
         self.births += 1

@@ -12,8 +12,10 @@ top-1 accuracy of the task's scores on the same subset; the score is accuracy af
 and the candidate passes when the score is above ``simulate_threshold`` (0: it must improve).
 
 It needs a task that holds its training split in memory (:class:`lfs.SupervisedTask` with
-``train_data``); the model is built under its own seed inside ``torch.random.fork_rng``, so the
-simulation leaves the caller's random state as it was.
+``train_data``); the model is built under its own seed inside ``torch.random.fork_rng`` (CPU and
+the task's GPU), so the simulation leaves the caller's random state as it was. A fresh model that
+is already right on every example of the subset makes the simulation useless; that is one line
+at construction.
 """
 from __future__ import annotations
 
@@ -55,6 +57,19 @@ class OptimizationSimulation:
         idx = one_per_class(y, per_class, seed)
         self.task, self.steps, self.seed = task, steps, seed
         self.x, self.y = task.to_device(x[idx]), task.to_device(y[idx])
+        with self._forked():  # the fresh model's accuracy, the same for every candidate
+            torch.manual_seed(self.seed)
+            self.before = self.accuracy(task.make_state().model)
+        if self.before >= 1.0:
+            raise ValueError(f"the model optimization simulation's fresh model is already right on all {len(self.y)} "
+                             "of its examples, so no candidate can improve it; raise screening.simulate_per_class "
+                             "or turn screening.simulate off")
+
+    def _forked(self):
+        """The caller's random state (CPU, and the task's GPU if it has one) restored afterwards."""
+        device = getattr(self.x, "device", None)
+        gpus = [device.index or 0] if device is not None and device.type == "cuda" else []
+        return torch.random.fork_rng(devices=gpus)
 
     def accuracy(self, model) -> float:
         model.eval()
@@ -63,11 +78,10 @@ class OptimizationSimulation:
         return float((scores.argmax(-1) == self.y).double().mean())
 
     def __call__(self, candidate) -> float:
-        with torch.random.fork_rng(devices=[]):
+        with self._forked():
             torch.manual_seed(self.seed)
             state = self.task.make_state()
             model, opt = state.model, state.optimizer
-            before = self.accuracy(model)
             for _ in range(self.steps):
                 model.train()
                 loss = self.task.loss_fn(model(self.x), self.y, candidate)
@@ -78,7 +92,7 @@ class OptimizationSimulation:
                 opt.step()
             if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
                 return -math.inf
-            return self.accuracy(model) - before
+            return self.accuracy(model) - self.before
 
 
 __all__ = ["OptimizationSimulation", "one_per_class"]
