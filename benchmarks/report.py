@@ -35,6 +35,7 @@ if __package__ in (None, ""):
 
 import yaml
 
+from benchmarks import results
 from benchmarks.results import load_rows, setting_key
 from benchmarks.stats import summarize, t95  # noqa: F401  (t95: re-exported)
 
@@ -354,11 +355,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--check", action="store_true", help="compare with published cells / the mini reference")
     ap.add_argument("--verbose", action="store_true", help="--check: every cell's line, not one line per table")
     ap.add_argument("--write-reference", action="store_true", help=f"write {REFERENCE.name} from the mini rows")
+    ap.add_argument("--compact-histories", action="store_true",
+                    help="rewrite the rows' histories without sampled candidates (history_candidates=false's format)")
     args = ap.parse_args(argv)
     if not args.results.is_dir():
         print(f"error: results folder {args.results} does not exist (run benchmarks/run.py +table=NAME first, "
               "or pass --results results for the committed rows)", file=sys.stderr)
         return 2
+    if args.compact_histories:
+        try:
+            n, before, after = results.compact_histories(args.results)
+        except ValueError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
+        print(f"compacted {n} histories: {before / 1e6:.2f} MB -> {after / 1e6:.2f} MB")
+        return 0
     try:
         rows = load_rows(args.results)
     except ValueError as e:

@@ -7,8 +7,9 @@ identity, so concurrent jobs never write the same file, and a rerun finds its ow
 skipped unless forced).
 
 Layout: ``<results_dir>/<tier>/<table>/<dataset>/<method>/<setting>/seed=<seed>.json`` with an
-optional ``seed=<seed>.history.json.gz`` beside it: the per-epoch records of a search (candidates,
-rewards, the searcher's record such as mu), gzipped compact JSON with every float kept to 7
+optional ``seed=<seed>.history.json.gz`` beside it: the per-epoch records of a search (rewards,
+the searcher's record such as mu; the sampled candidates only with ``history_candidates=true``,
+since they follow from the seed), gzipped compact JSON with every float kept to 7
 significant digits (float32 precision; the row's own numbers are not rounded), which makes it
 about 5x smaller than plain JSON. :func:`load_history` also reads the older uncompressed
 ``.history.json``.
@@ -88,6 +89,31 @@ def write_history(row: Path, history: list) -> Path:
     path = history_path(row)
     atomic_write(path, gzip.compress(text.encode(), compresslevel=9, mtime=0))
     return path
+
+
+def without_candidates(history: list) -> list:
+    """A search's history without each epoch's sampled candidates (``history_candidates=false``):
+    they follow from the run's seed and the searcher's state, and are most of a history's size."""
+    return [{k: v for k, v in h.items() if k != "candidates"} if isinstance(h, dict) else h for h in history]
+
+
+def compact_histories(results_dir: str | Path) -> tuple[int, int, int]:
+    """Rewrite every history under ``results_dir`` without candidates (the default's format):
+    ``(histories rewritten, bytes before, bytes after)``."""
+    n = before = after = 0
+    for row in sorted(Path(results_dir).rglob("seed=*.json")):
+        if row.name.endswith(".history.json"):
+            continue
+        history = load_history(row)
+        if not history or not any(isinstance(h, dict) and "candidates" in h for h in history):
+            continue
+        legacy = row.with_name(row.stem + ".history.json")
+        before += sum(p.stat().st_size for p in (history_path(row), legacy) if p.exists())
+        after += write_history(row, without_candidates(history)).stat().st_size
+        if legacy.exists():
+            legacy.unlink()
+        n += 1
+    return n, before, after
 
 
 def load_history(row: Path) -> list | None:

@@ -123,6 +123,8 @@ def main(cfg: DictConfig) -> None:
     prov["wall_seconds"] = round(time.perf_counter() - start, 3)
     prov["config"] = plain
     if history:  # the row is written last: a row on disk means its run is complete
+        if not plain.get("history_candidates", False):
+            history = results.without_candidates(history)
         results.write_history(path, history)
     results.atomic_write_json(path, results.make_row(metrics=metrics, provenance=prov, extra=extra, **ident))
     if checkpoint is not None:

@@ -447,3 +447,22 @@ def test_a_simulation_whose_fresh_model_is_already_right_is_one_line():
     with pytest.raises(ValueError, match="already right on all 2 of its examples") as info:
         OptimizationSimulation(task)
     assert "\n" not in str(info.value)
+
+
+def test_the_simulation_scores_the_training_head_of_a_retrieval_model():
+    import lfs
+    from lfs.evolve.simulation import OptimizationSimulation
+    from lfs.family import make_family
+
+    class Head(torch.nn.Module):  # (cos, scale) like lfs's normalized heads; the task's reward is elsewhere
+        def __init__(self):
+            super().__init__()
+            self.lin = torch.nn.Linear(8, 5)
+
+        def forward(self, inp):
+            return torch.tanh(self.lin(inp)), torch.tensor(10.0)
+
+    base = _simulation_task()
+    task = lfs.SupervisedTask(Head, lambda p: torch.optim.SGD(p, lr=0.1), make_family("expression").loss,
+                              base.train_data, base.val_data, batch_size=20, predict_fn=lambda emb: emb)
+    assert OptimizationSimulation(task)(ev.parse(CE)) > 0

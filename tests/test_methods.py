@@ -103,7 +103,8 @@ def test_harness_holds_no_branch_on_dataset_or_method_names():
 
 @pytest.mark.slow
 def test_search_softmax_and_random_softmax_run_on_the_megaface_table(tmp_path):
-    out = run(["+table=megaface", "tier=smoke", "method=search_softmax_local,random_softmax", "progress=false"], tmp_path)
+    out = run(["+table=megaface", "tier=smoke", "method=search_softmax_local,random_softmax", "progress=false",
+               "history_candidates=true"], tmp_path)
     assert out.returncode == 0, out.stderr[-2000:]
     rows = {p.parent.parent.name: json.loads(p.read_text())
             for p in (tmp_path / "res" / "smoke" / "megaface").rglob("seed=0.json")}

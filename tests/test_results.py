@@ -114,3 +114,23 @@ def test_a_malformed_history_is_one_line_naming_the_file(tmp_path):
     results.atomic_write_json(row, results.make_row(table="dukemtmc", tier="mini", dataset="d", method="learn",
                                                     setting={}, seed=0, metrics={"mAP": 1.0}, provenance={}))
     assert report.main(["--results", str(tmp_path)]) == 2
+
+
+def test_histories_drop_sampled_candidates_by_default_and_compact_rewrites_old_ones(tmp_path):
+    history = [{"epoch": e, "rewards": [0.5, 0.25], "candidates": [[1.0, 2.0], [3.0, 4.0]], "searcher": {"mu": [0.1]}}
+               for e in range(3)]
+    assert results.without_candidates(history) == [{"epoch": e, "rewards": [0.5, 0.25], "searcher": {"mu": [0.1]}}
+                                                   for e in range(3)]
+    row = tmp_path / "mini" / "t" / "d" / "m" / "default" / "seed=0.json"
+    row.parent.mkdir(parents=True)
+    row.write_text("{}")
+    results.write_history(row, history)
+    legacy = tmp_path / "mini" / "t" / "d" / "m" / "default" / "seed=1.json"
+    legacy.write_text("{}")
+    legacy.with_name("seed=1.history.json").write_text(json.dumps(history))
+    n, before, after = results.compact_histories(tmp_path)
+    assert n == 2 and after < before
+    for r in (row, legacy):
+        assert results.load_history(r) == results.without_candidates(history)
+    assert not legacy.with_name("seed=1.history.json").exists()
+    assert results.compact_histories(tmp_path)[0] == 0  # nothing left to compact

@@ -224,9 +224,13 @@ def markdown(path: Path = cases.RESULTS / "cpu.csv", threads: str = "2") -> str:
     shown = f"{1 / float(r['value_s']):.0f} per second" if r else "not run"
     lines.append(f"| evolved losses: candidates screened (validity + LRP + GEC), (256, 10) | ≥ "
                  f"{cases.TARGETS['screening_candidates_per_second/256x10']:g} per second | {shown} | {met(r)} |")
-    r, spans = pick("mini_tier_total", th=None), pick("mini_tier_spans", th=None)
+    timed = [x for x in rows if x["name"] == "mini_tier_total"]
+    r = max(timed, key=lambda x: x.get("date") or "") if timed else None  # the latest timed run
+    spans = pick("mini_tier_spans", th=None)
     if r:
-        lines.append(f"| whole mini tier (`--only mini`) | ≤ 30 min | {float(r['value_s']) / 60:.1f} min | {met(r)} |")
+        which = "paper tables" if r["case"] == "paper tables" else "whole mini tier"
+        lines.append(f"| mini tier, {which} (`--only mini`, {(r.get('date') or '')[:10]}) | ≤ 30 min | "
+                     f"{float(r['value_s']) / 60:.1f} min | {met(r)} |")
     elif spans:
         lines.append(f"| whole mini tier | ≤ 30 min | {float(spans['value_s']) / 60:.1f} min (job spans of the committed "
                      f"rows, not re-run) | {met(spans)} |")

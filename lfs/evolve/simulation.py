@@ -8,7 +8,8 @@ candidates); every number here is ours and a field of :class:`~.screening.Screen
 (REPRODUCE.md, "Evolved losses"): ``simulate_per_class`` examples per class (1), drawn by a
 permutation seeded by ``seed``; ``simulate_steps`` full-batch steps (20) with the task's own
 optimizer (the table's learning rate, momentum and weight decay; no schedule); the metric is the
-top-1 accuracy of the task's scores on the same subset; the score is accuracy after minus before,
+top-1 accuracy of the model's class scores (its training head) on the same subset, also for a
+task whose reward is another metric (retrieval); the score is accuracy after minus before,
 and the candidate passes when the score is above ``simulate_threshold`` (0: it must improve).
 
 It needs a task that holds its training split in memory (:class:`lfs.SupervisedTask` with
@@ -24,7 +25,7 @@ import math
 import torch
 from torch import Tensor
 
-from ..task import SupervisedTask
+from ..task import SupervisedTask, default_predict
 
 
 def one_per_class(target: Tensor, per_class: int = 1, seed: int = 0) -> Tensor:
@@ -72,9 +73,11 @@ class OptimizationSimulation:
         return torch.random.fork_rng(devices=gpus)
 
     def accuracy(self, model) -> float:
+        """Top-1 accuracy of the model's class scores on the subset (its training head: logits,
+        or ``cos * scale``), whatever the task's own reward is (e.g. retrieval)."""
         model.eval()
         with torch.no_grad():
-            scores = self.task.predict_fn(model(self.x))
+            scores = default_predict(model(self.x))
         return float((scores.argmax(-1) == self.y).double().mean())
 
     def __call__(self, candidate) -> float:
