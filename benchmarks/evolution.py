@@ -69,24 +69,50 @@ def train_with(task, candidate, epochs: int, seed: int, stop_invalid: bool = Tru
     return state, True  # the naive proxy trains to the end and lets the validation reward judge the result
 
 
+def proxy_reward(proxy, expression, epochs: int, seed: int, stop_invalid: bool) -> float:
+    """A candidate's fitness: a fresh model trained ``epochs`` epochs on the proxy task with it,
+    scored by the task's validation reward; ``-inf`` when training or the reward is not finite
+    (a failed simulation). The in-process search and each job-array task both call this."""
+    state, finite = train_with(proxy, expression, epochs, seed, stop_invalid)
+    if not finite:
+        return -math.inf
+    reward = proxy.reward(state)
+    return reward if math.isfinite(reward) else -math.inf
+
+
+def _tasks(cfg: dict, family, proxy_epochs: int | None = None) -> tuple:
+    """``(data, task, proxy)``: the run's data, its task with ``family``'s loss and, with
+    ``proxy_epochs``, the proxy task (the same with that many epochs; else None). A value the data
+    cannot serve is a setup error, as for every run (:func:`benchmarks.runner.train`)."""
+    from benchmarks import runner
+    from benchmarks.methods import with_values
+
+    try:
+        data = runner.load_data(cfg)
+        model_fn = runner.model_factory(cfg, data)
+        proxy = (None if proxy_epochs is None else
+                 runner.make_task(with_values(cfg, {"train.epochs": proxy_epochs}), data, model_fn, family.loss))
+        task = runner.make_task(cfg, data, model_fn, family.loss)
+    except DatasetError:
+        raise
+    except (ValueError, TypeError) as e:
+        raise runner.setup_error(e) from None
+    return data, task, proxy
+
+
 def proxy_fitness(cfg: dict, formula: str) -> float:
     """One candidate's fitness on its own (a task of a SLURM job array): the run's data and proxy
     task built afresh, the formula trained as :func:`run_evolution`'s in-process ``evaluate``
     trains it (same seed; ``cfg["threads"]`` is the launching process's thread count), so the value
     is the one the search would compute itself on the same kind of machine."""
     from benchmarks import methods, runner
-    from benchmarks.methods import with_values
 
     runner.set_threads(cfg)
     torch.manual_seed(int(cfg["seed"]))  # as runner.run before the data (a loader may draw from torch's generator)
     built = build_evolution(cfg, methods.get(cfg["method"]))
     family, epochs = built["family"], int(cfg["evolve"]["proxy_epochs"])
-    data = runner.load_data(cfg)
-    proxy = runner.make_task(with_values(cfg, {"train.epochs": epochs}), data, runner.model_factory(cfg, data),
-                             family.loss)
-    state, finite = train_with(proxy, family.expression(formula), epochs, int(cfg["seed"]), built["stop_invalid"])
-    reward = proxy.reward(state) if finite else -math.inf
-    return reward if math.isfinite(reward) else -math.inf
+    _, _, proxy = _tasks(cfg, family, epochs)
+    return proxy_reward(proxy, family.expression(formula), epochs, int(cfg["seed"]), built["stop_invalid"])
 
 
 ARRAY_KEYS = {"cpus_per_task": int, "timeout_min": int, "parallelism": int, "mem_gb": (int, float)}
@@ -189,12 +215,9 @@ def run_transfer(cfg: dict, built: dict, progress) -> tuple:
     family, seed = built["family"], int(cfg["seed"])
     path, source = source_row(cfg, built["transfer"])
     formula = source["extra"]["loss"]
+    data, task, _ = _tasks(cfg, family)
     try:
-        data = runner.load_data(cfg)
-        task = runner.make_task(cfg, data, runner.model_factory(cfg, data), family.loss)
         expression = family.expression(formula)
-    except DatasetError:
-        raise
     except (ValueError, TypeError) as e:
         raise runner.setup_error(e) from None
     progress.say(f"  retraining {formula} (found by {source['method']} on {source['dataset']}, seed {source['seed']})")
@@ -214,7 +237,6 @@ def run_evolution(cfg: dict, built: dict, checkpoint: str | Path | None, progres
     """The search, then the retraining of its best formula: ``(model, history, extra, data)``
     (a transfer method: :func:`run_transfer`)."""
     from benchmarks import runner
-    from benchmarks.methods import with_values
     from lfs.evolve.evolution import EvolutionSearch
 
     if built.get("transfer") is not None:
@@ -222,22 +244,10 @@ def run_evolution(cfg: dict, built: dict, checkpoint: str | Path | None, progres
 
     family, seed = built["family"], int(cfg["seed"])
     proxy_epochs = int(cfg["evolve"]["proxy_epochs"])
-    try:  # a value the data cannot serve, as for every run (runner.train)
-        data = runner.load_data(cfg)
-        model_fn = runner.model_factory(cfg, data)
-        proxy = runner.make_task(with_values(cfg, {"train.epochs": proxy_epochs}), data, model_fn, family.loss)
-        task = runner.make_task(cfg, data, model_fn, family.loss)
-    except DatasetError:
-        raise
-    except (ValueError, TypeError) as e:
-        raise runner.setup_error(e) from None
+    data, task, proxy = _tasks(cfg, family, proxy_epochs)
 
     def evaluate(expression) -> float:
-        state, finite = train_with(proxy, expression, proxy_epochs, seed, built["stop_invalid"])
-        if not finite:
-            return -math.inf
-        reward = proxy.reward(state)
-        return reward if math.isfinite(reward) else -math.inf
+        return proxy_reward(proxy, expression, proxy_epochs, seed, built["stop_invalid"])
 
     simulation = None
     if built["screening"] is not None and built["screening"].simulate:

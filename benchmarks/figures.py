@@ -450,8 +450,6 @@ def found_losses(rows: list[dict], out: Path, table: str) -> Path | None:
     respect to the target logit against p_y, on a 10-class path (the other logits 0, the target
     logit from -6 to +9). Per dataset and method, the formula with the best validation fitness
     over the seeds (chosen on validation, never on test)."""
-    import torch
-
     from lfs.evolve import ExpressionError, parse
 
     best: dict = {}

@@ -182,7 +182,7 @@ def table_config(table: str) -> dict:
 def search_cost(rows: list[dict], speedup_over: str | None = None) -> list[dict]:
     """Per (dataset, method, setting) of rows that ran a search over loss expressions (their
     ``extra`` has ``explored``): seeds, candidates explored, losses trained (evaluations), the share
-    filtered before training, search seconds, explored losses per hour, the speed-up in explored
+    not trained (``filtered_pct``: screened out, or reused as GEC duplicates), search seconds, explored losses per hour, the speed-up in explored
     per hour over the arm ``speedup_over`` (the table's ``search_cost.speedup_over``, e.g. naive
     evolution) on the same dataset, the share of search time spent on candidates that were
     rejected, and the rejections by reason summed over seeds."""
