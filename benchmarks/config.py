@@ -81,6 +81,8 @@ def validate(cfg: dict, check_method: bool = True) -> None:
     need(isinstance(cfg["seed"], int) and cfg["seed"] >= 0, "seed", "must be an integer >= 0", cfg["seed"])
     need(isinstance(cfg.get("data_seed", 0), int) and cfg.get("data_seed", 0) >= 0, "data_seed",
          "must be an integer >= 0", cfg.get("data_seed"))
+    need(isinstance(cfg.get("history_candidates", False), bool), "history_candidates", "must be true or false",
+         cfg.get("history_candidates"))
     if cfg.get("job", "train") == "train":
         need(isinstance(t.get("epochs"), int) and t["epochs"] >= 1, "train.epochs", "must be an integer >= 1",
              t.get("epochs"))

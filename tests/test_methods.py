@@ -188,3 +188,12 @@ def test_a_failed_array_task_is_named_by_its_own_exception():
                                  "'job.stdout(0)'or at paths:\n  - /tmp/e\n  - /tmp/o")
 
     assert _task_error(Job()) == "ValueError: boom"
+
+
+def test_history_candidates_must_be_a_boolean():
+    from benchmarks.config import validate
+
+    validate(config("history_candidates=true"))
+    with pytest.raises(ConfigError, match="history_candidates must be true or false, got 'maybe'") as info:
+        validate(config("history_candidates=maybe"))
+    assert "\n" not in str(info.value)
