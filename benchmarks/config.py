@@ -15,7 +15,7 @@ from typing import Any
 IDENTITY = ("table", "tier", "dataset", "method", "seed")
 
 #: keys (dotted; a key covers everything under it) that do not change what a run computes
-RUN_ONLY = ("progress", "verbose", "workers", "threads", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
+RUN_ONLY = ("progress", "verbose", "workers", "threads", "flush_denormal", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
             "search.executor", "evolve.array", "evolve.source_results", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
             "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
             "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",
@@ -83,6 +83,8 @@ def validate(cfg: dict, check_method: bool = True) -> None:
          "must be an integer >= 0", cfg.get("data_seed"))
     need(isinstance(cfg.get("history_candidates", False), bool), "history_candidates", "must be true or false",
          cfg.get("history_candidates"))
+    need(isinstance(cfg.get("flush_denormal", True), bool), "flush_denormal", "must be true or false",
+         cfg.get("flush_denormal"))
     if cfg.get("job", "train") == "train":
         need(isinstance(t.get("epochs"), int) and t["epochs"] >= 1, "train.epochs", "must be an integer >= 1",
              t.get("epochs"))

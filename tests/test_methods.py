@@ -197,3 +197,28 @@ def test_history_candidates_must_be_a_boolean():
     with pytest.raises(ConfigError, match="history_candidates must be true or false, got 'maybe'") as info:
         validate(config("history_candidates=maybe"))
     assert "\n" not in str(info.value)
+
+
+def test_flush_denormal_must_be_a_boolean_and_is_run_only():
+    from benchmarks.config import is_run_only, row_setting, validate
+
+    validate(config("flush_denormal=false"))
+    with pytest.raises(ConfigError, match="flush_denormal must be true or false, got 'sometimes'") as info:
+        validate(config("flush_denormal=sometimes"))
+    assert "\n" not in str(info.value)
+    # how the CPU rounds, not what is computed: it never enters a row's setting (like device)
+    assert is_run_only("flush_denormal") and row_setting({}, {}, ["flush_denormal=false"]) == {}
+
+
+def test_set_threads_flushes_denormals_unless_told_not_to():
+    from benchmarks.runner import set_threads
+
+    tiny = torch.tensor([1e-39], dtype=torch.float32)  # a float32 denormal
+    try:
+        set_threads({"flush_denormal": False, "threads": None})
+        assert float(tiny * 1.0) != 0.0
+        set_threads({"flush_denormal": True, "threads": None})
+        if torch.backends.cpu.get_cpu_capability() != "DEFAULT":  # x86 with SSE3: the flag exists
+            assert float(tiny * 1.0) == 0.0
+    finally:
+        torch.set_flush_denormal(False)
