@@ -34,12 +34,14 @@ def set_threads(cfg: dict) -> int:
 
     * torch threads: ``threads`` if set, else the CPUs SLURM allocated, else torch's default;
     * ``flush_denormal`` (default true): float32 results below 1.2e-38 are flushed to zero on CPU
-      (``torch.set_flush_denormal``). Operations on such denormal numbers are many times slower on
-      x86, and a normalized head's softmax gradients and momentum buffers fill with them late in
-      training (e.g. 1.8x slower rows on the face analogue). Set here, before any worker thread of
-      torch's pool is made, as new threads inherit the setting. Run-only (``config.RUN_ONLY``): it
-      does not enter a row's setting, like ``device``; REPRODUCE.md "Speed" shows every mini row
-      unchanged by it.
+      (``torch.set_flush_denormal``). Operations on such denormal numbers are about 12x slower on
+      x86 (benchmarks/perf), and some rows meet many (the face analogue's ``learn`` seed 0: 103.5 s
+      without, 57.6 s with). It is a per-thread mode of the calling thread: torch's other worker
+      threads keep theirs (measured: no gain at 2 threads, whether it is set before or after
+      torch's pool starts), so it pays where a run computes on one thread, as the mini tier's
+      jobs do (``threads: 1``). Run-only
+      (``config.RUN_ONLY``): it does not enter a row's setting, like ``device``; every committed
+      mini row was reproduced bit for bit with it (REPRODUCE.md "Speed").
     """
     torch.set_flush_denormal(bool(cfg.get("flush_denormal", True)))  # (both ways: a joblib worker runs many jobs)
     n = cfg.get("threads") or os.environ.get("SLURM_CPUS_PER_TASK")

@@ -38,6 +38,8 @@ TARGETS = {
     "mini_tier_minutes": 30.0,
     "smoke_tier_minutes": 2.0,
     "screening_candidates_per_second/256x10": 100.0,  # a floor, not a ceiling
+    "strided_patches_vs_unfold/cnn1d": 1.0,  # kept because faster, with the same bits
+    "flush_denormal_vs_not/8x1000x64": 1.0,
 }
 
 COLUMNS = ["name", "case", "B", "threads", "metric", "value_s", "reference", "reference_s", "ratio", "target", "meets",
@@ -343,3 +345,72 @@ def screening_pair(pool: list, lrp_steps: int | None = None):
                 (g,) = torch.autograd.grad(F.cross_entropy(x, screen.t0, reduction="sum"), x)
 
     return subject, reference, cfg
+
+
+# ------------------------------------------------------------------------- CPU numerics
+def _unfold_conv1d(h: torch.Tensor, conv) -> torch.Tensor:
+    """matmul_conv1d as it was before its patches became strided slices (``Tensor.unfold``),
+    the reference of the patches benchmark."""
+    import torch.nn.functional as F
+
+    (k,), (stride,), (pad,) = conv.kernel_size, conv.stride, conv.padding
+    patches = F.pad(h, (0, 0, pad, pad)).unfold(1, k, stride)
+    n, length = patches.shape[:2]
+    out = patches.reshape(n * length, -1) @ conv.weight.reshape(conv.weight.shape[0], -1).t() + conv.bias
+    return out.view(n, length, -1)
+
+
+def patches_pair(B: int = 8, n: int = 100, seed: int = 0):
+    """(subject, reference): forward + backward of the mini cnn1d's three convolutions over B
+    vmapped copies and an mnist1d batch of n (length 40, 25 channels), with the strided-slice
+    patches of :func:`benchmarks.models.mini.matmul_conv1d` and with ``unfold``'s."""
+    from types import SimpleNamespace
+
+    import torch.nn as nn
+    from torch.func import vmap
+
+    from benchmarks.models.mini import matmul_conv1d
+
+    g = torch.Generator().manual_seed(seed)
+    layers = []
+    for c, k in ((1, 5), (25, 3), (25, 3)):
+        conv = nn.Conv1d(c, 25, k, stride=2, padding=1)
+        layers.append((conv, torch.stack([conv.weight.detach()] * B).requires_grad_(),
+                       torch.stack([conv.bias.detach()] * B).requires_grad_()))
+    x = torch.randn(B, n, 40, 1, generator=g)
+
+    def make(conv_fn):
+        def net(params, xb):
+            h = xb
+            for (conv, _, _), (w, b) in zip(layers, params):
+                layer = SimpleNamespace(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                                        dilation=conv.dilation, groups=1, padding_mode="zeros", weight=w, bias=b)
+                h = torch.relu(conv_fn(h, layer))
+            return h.square().sum()
+
+        def step():
+            params = [(w, b) for _, w, b in layers]
+            vmap(net)(params, x).sum().backward()
+
+        return step
+
+    return make(matmul_conv1d), make(_unfold_conv1d)
+
+
+def denormal_pair(shape=(8, 1000, 64)):
+    """(subject, reference): ``a * b + a`` on float32 tensors of ``shape`` (the mini face head's
+    B x classes x embedding) whose ``a`` is denormal (1e-39, as momentum buffers and softmax
+    gradients become late in training), with ``torch.set_flush_denormal(True)`` and without.
+    Each call sets its mode; the caller restores the process's."""
+    a = torch.full(shape, 1e-39)
+    b = torch.randn(shape, generator=torch.Generator().manual_seed(0))
+
+    def flushed():
+        torch.set_flush_denormal(True)
+        return a * b + a
+
+    def not_flushed():
+        torch.set_flush_denormal(False)
+        return a * b + a
+
+    return flushed, not_flushed

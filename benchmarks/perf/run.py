@@ -224,6 +224,12 @@ def markdown(path: Path = cases.RESULTS / "cpu.csv", threads: str = "2") -> str:
     shown = f"{1 / float(r['value_s']):.0f} per second" if r else "not run"
     lines.append(f"| evolved losses: candidates screened (validity + LRP + GEC), (256, 10) | ≥ "
                  f"{cases.TARGETS['screening_candidates_per_second/256x10']:g} per second | {shown} | {met(r)} |")
+    r = pick("strided_patches_vs_unfold", "cnn1d", th="1")  # the mini tier's one thread per job
+    lines.append(f"| mini 1D CNN convolutions fwd+bwd, B = {r['B'] if r else 8}, 1 thread: strided-slice patches ÷ "
+                 f"`unfold`'s (same bits) | ≤ {cases.TARGETS['strided_patches_vs_unfold/cnn1d']:g} | {ratio(r)} | {met(r)} |")
+    r = pick("flush_denormal_vs_not", "8x1000x64", th="1")
+    lines.append(f"| elementwise op on float32 denormals, 1 thread: `flush_denormal` ÷ not "
+                 f"| ≤ {cases.TARGETS['flush_denormal_vs_not/8x1000x64']:g} | {ratio(r)} | {met(r)} |")
     timed = [x for x in rows if x["name"] == "mini_tier_total"]
     r = max(timed, key=lambda x: x.get("date") or "") if timed else None  # the latest timed run
     spans = pick("mini_tier_spans", th=None)

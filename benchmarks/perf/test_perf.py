@@ -153,3 +153,40 @@ def test_screening_throughput(benchmark, perf_rows, quick, threads):
                                note=f"{per_second:.0f} candidates/s over {len(pool)} random AutoLoss-Zero trees "
                                     f"(depth 2-5); LRP {cfg.lrp_steps} SGD steps lr {cfg.lrp_lr}; GEC on 32x10"))
     assert per_second > 0
+
+
+def test_cpu_numerics(benchmark, perf_rows, quick, threads):
+    """What made the mini rows faster with the same bits: matmul_conv1d's strided-slice patches
+    against unfold's (forward + backward, B = 8 vmapped copies), and flushing float32 denormals
+    (``flush_denormal``, torch.set_flush_denormal) against not, on denormal operands."""
+    torch.set_num_threads(threads)
+    B, n = (2, 8) if quick else (8, 100)
+    slices, unfold = cases.patches_pair(B, n)
+    pr = cases.PairedRounds(slices, unfold, 1 if quick else cases.iterations_for(unfold, 0.05))
+    pr()  # warm-up
+    pr.s.clear(), pr.r.clear()
+    benchmark.pedantic(pr, rounds=1 if quick else 15, iterations=1)
+    res = pr.result()
+    target = cases.TARGETS["strided_patches_vs_unfold/cnn1d"]
+    perf_rows.append(cases.row("strided_patches_vs_unfold", "cnn1d", res.subject_s, "Tensor.unfold patches", res.reference_s,
+                               res.ratio, target, B=B, rounds=res.rounds, threads=threads, metric="ratio",
+                               note=f"fwd+bwd of the mini cnn1d's 3 matmul convolutions (k 5, 3, 3; stride 2) under vmap, "
+                                    f"batch {n} of mnist1d's length 40; gradients equal bit for bit (tests/test_models.py)"))
+    shape = (2, 10, 8) if quick else (8, 1000, 64)
+    flushed, not_flushed = cases.denormal_pair(shape)
+    before = float(torch.tensor([1e-39]) * 1.0) == 0.0  # the process's mode
+    try:
+        pr = cases.PairedRounds(flushed, not_flushed, 1 if quick else cases.iterations_for(not_flushed, 0.05))
+        pr()
+        pr.s.clear(), pr.r.clear()
+        for _ in range(1 if quick else 15):
+            pr()
+    finally:
+        torch.set_flush_denormal(before)
+    den = pr.result()
+    case = "x".join(map(str, shape))
+    perf_rows.append(cases.row("flush_denormal_vs_not", case, den.subject_s, "denormals not flushed", den.reference_s,
+                               den.ratio, cases.TARGETS.get(f"flush_denormal_vs_not/{case}"), rounds=den.rounds,
+                               threads=threads, metric="ratio",
+                               note="a * b + a, float32, a = 1e-39 (denormal); flush_denormal=true is the harness default"))
+    assert res.ratio > 0 and den.ratio > 0
