@@ -15,7 +15,7 @@ from typing import Any
 IDENTITY = ("table", "tier", "dataset", "method", "seed")
 
 #: keys (dotted; a key covers everything under it) that do not change what a run computes
-RUN_ONLY = ("progress", "verbose", "workers", "threads", "flush_denormal", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
+RUN_ONLY = ("progress", "verbose", "workers", "threads", "flush_denormal", "tier.jobs", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
             "search.executor", "evolve.array", "evolve.source_results", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
             "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
             "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",

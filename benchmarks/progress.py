@@ -1,7 +1,8 @@
 """A sweep's progress, shown by the process that launched it: one line per finished job with
 jobs done / total, elapsed time and ETA off a terminal, one overall bar in a terminal.
 
-Jobs run in other processes (joblib workers, SLURM nodes), so they do not print their own bars.
+Jobs run in other processes (joblib workers, SLURM nodes), or one after another in this one (the
+smoke tier: ``tier.jobs: 1``), so they do not print their own bars.
 Each job appends one JSON line to the sweep's progress file when it ends (done, skipped or
 failed; :func:`report_job`); the launching process tails that file (:class:`SweepProgress`,
 started and stopped by :class:`benchmarks.callbacks.ReportCallback`). The file's path reaches the
