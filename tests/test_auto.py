@@ -412,3 +412,14 @@ def test_fast_loss_under_torch_compile_equals_eager():
         loss.backward()
         torch.testing.assert_close(loss, am_lfs_loss(cos, target, theta, 3.0))
         torch.testing.assert_close(x.grad, c.grad)
+
+
+def test_a_subset_of_the_perf_suite_keeps_the_whole_runs_raw_record():
+    """``perf/run.py -- -k X`` must not replace results/perf/benchmark-cpu.json (the whole suite's
+    pytest-benchmark record) with X's tests alone."""
+    from benchmarks.perf import cases
+    from benchmarks.perf.run import benchmark_json
+
+    assert benchmark_json([]) == cases.RESULTS / "benchmark-cpu.json"
+    subset = benchmark_json(["-k", "cpu_numerics"])
+    assert subset != cases.RESULTS / "benchmark-cpu.json" and cases.RESULTS not in subset.parents

@@ -9,7 +9,8 @@
 Writes ``results/perf/cpu.csv`` (one row per measurement: name, case, B, threads, seconds,
 reference, reference seconds, ratio, target, met, rounds, note, and provenance: commit, dirty
 flag, CPU model, torch and python versions, date, host, command; rows of earlier runs with other
-keys are kept) and ``results/perf/benchmark-cpu.json`` (pytest-benchmark's own record). The
+keys are kept) and ``results/perf/benchmark-cpu.json`` (pytest-benchmark's own record of the
+whole suite; a run of a subset, ``-- -k ...``, writes its record to the temporary folder). The
 Markdown table for README.md is printed at the end (``--table`` prints it from the CSV only).
 
 The whole mini tier is not re-run by default (20 minutes): its row is then computed from the
@@ -112,9 +113,18 @@ def mini_tier(analysis: bool = False) -> list[dict]:
     return rows
 
 
+def benchmark_json(extra: list[str]) -> Path:
+    """Where pytest-benchmark's raw record goes: ``results/perf/benchmark-cpu.json`` for the whole
+    suite; a subset (extra pytest arguments, e.g. ``-k loss``) writes beside the temporary files
+    instead, so that it does not replace the whole run's record (its rows still merge into cpu.csv)."""
+    if extra:
+        return Path(tempfile.gettempdir()) / "lfs-bench-benchmark-cpu-subset.json"
+    return cases.RESULTS / "benchmark-cpu.json"
+
+
 def run_pytest(threads: str, extra: list[str]) -> int:
     cmd = [sys.executable, "-m", "pytest", "benchmarks/perf", "-p", "no:cacheprovider", "-q", "--benchmark-enable",
-           "--benchmark-json", str(cases.RESULTS / "benchmark-cpu.json"), "--benchmark-columns=min,median,rounds",
+           "--benchmark-json", str(benchmark_json(extra)), "--benchmark-columns=min,median,rounds",
            f"--perf-threads={threads}", *extra]
     print("+", " ".join(cmd), flush=True)
     return subprocess.call(cmd, cwd=ROOT)
