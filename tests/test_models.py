@@ -349,18 +349,8 @@ def test_matmul_conv1d_patches_are_unfolds_bit_for_bit_under_vmap():
     (k = 5 and 3, stride 2, padding 1), over 4 vmapped copies in float32, the output and every
     gradient (input, weight, bias) equal bit for bit those of the unfold form that made the
     committed mini rows before it (its backward was the slow one)."""
-    from types import SimpleNamespace
-
-    import torch.nn.functional as F
-
     from benchmarks.models.mini import matmul_conv1d
-
-    def unfold_conv1d(h, conv):  # the former implementation
-        (k,), (stride,), (pad,) = conv.kernel_size, conv.stride, conv.padding
-        patches = F.pad(h, (0, 0, pad, pad)).unfold(1, k, stride)
-        n, length = patches.shape[:2]
-        out = patches.reshape(n * length, -1) @ conv.weight.reshape(conv.weight.shape[0], -1).t() + conv.bias
-        return out.view(n, length, -1)
+    from benchmarks.perf.cases import conv_with, unfold_conv1d  # the former implementation
 
     torch.manual_seed(0)
     for c, k, length, needs_input_grad in ((1, 5, 40, False), (25, 3, 20, True), (25, 3, 10, True)):
@@ -372,9 +362,7 @@ def test_matmul_conv1d_patches_are_unfolds_bit_for_bit_under_vmap():
             h = torch.randn(4, 50, length, c, generator=torch.Generator().manual_seed(1)).requires_grad_(needs_input_grad)
 
             def f(w, b, x):
-                layer = SimpleNamespace(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                                        dilation=conv.dilation, groups=1, padding_mode="zeros", weight=w, bias=b)
-                return torch.relu(conv_fn(x, layer))
+                return torch.relu(conv_fn(x, conv_with(conv, w, b)))
 
             out = vmap(f)(weight, bias, h)
             (out * torch.linspace(-1, 1, out.shape[-1])).square().sum().backward()

@@ -348,9 +348,9 @@ def screening_pair(pool: list, lrp_steps: int | None = None):
 
 
 # ------------------------------------------------------------------------- CPU numerics
-def _unfold_conv1d(h: torch.Tensor, conv) -> torch.Tensor:
-    """matmul_conv1d as it was before its patches became strided slices (``Tensor.unfold``),
-    the reference of the patches benchmark."""
+def unfold_conv1d(h: torch.Tensor, conv) -> torch.Tensor:
+    """matmul_conv1d as it was before its patches became strided slices (``Tensor.unfold``): the
+    reference of the patches benchmark, and of tests/test_models.py's bit-for-bit test."""
     import torch.nn.functional as F
 
     (k,), (stride,), (pad,) = conv.kernel_size, conv.stride, conv.padding
@@ -360,12 +360,20 @@ def _unfold_conv1d(h: torch.Tensor, conv) -> torch.Tensor:
     return out.view(n, length, -1)
 
 
+def conv_with(conv, weight: torch.Tensor, bias: torch.Tensor):
+    """``conv``'s geometry with other parameters (one vmapped copy's), as matmul_conv1d and
+    :func:`unfold_conv1d` read it."""
+    from types import SimpleNamespace
+
+    return SimpleNamespace(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
+                           dilation=conv.dilation, groups=conv.groups, padding_mode=conv.padding_mode,
+                           weight=weight, bias=bias)
+
+
 def patches_pair(B: int = 8, n: int = 100, seed: int = 0):
     """(subject, reference): forward + backward of the mini cnn1d's three convolutions over B
     vmapped copies and an mnist1d batch of n (length 40, 25 channels), with the strided-slice
     patches of :func:`benchmarks.models.mini.matmul_conv1d` and with ``unfold``'s."""
-    from types import SimpleNamespace
-
     import torch.nn as nn
     from torch.func import vmap
 
@@ -383,9 +391,7 @@ def patches_pair(B: int = 8, n: int = 100, seed: int = 0):
         def net(params, xb):
             h = xb
             for (conv, _, _), (w, b) in zip(layers, params):
-                layer = SimpleNamespace(kernel_size=conv.kernel_size, stride=conv.stride, padding=conv.padding,
-                                        dilation=conv.dilation, groups=1, padding_mode="zeros", weight=w, bias=b)
-                h = torch.relu(conv_fn(h, layer))
+                h = torch.relu(conv_fn(h, conv_with(conv, w, b)))
             return h.square().sum()
 
         def step():
@@ -394,7 +400,7 @@ def patches_pair(B: int = 8, n: int = 100, seed: int = 0):
 
         return step
 
-    return make(matmul_conv1d), make(_unfold_conv1d)
+    return make(matmul_conv1d), make(unfold_conv1d)
 
 
 def denormal_pair(shape=(8, 1000, 64)):
