@@ -36,7 +36,7 @@ def set_threads(cfg: dict) -> int:
     * ``flush_denormal`` (default true): float32 results below 1.2e-38 are flushed to zero on CPU
       (``torch.set_flush_denormal``). Operations on such denormal numbers are about 12x slower on
       x86 (benchmarks/perf), and some rows meet many (the face analogue's ``learn`` seed 0: 103.5 s
-      without, 57.6 s with). It is a per-thread mode of the calling thread: torch's other worker
+      without, 57.6 s with, in exploratory runs). It is a per-thread mode of the calling thread: torch's other worker
       threads keep theirs (measured: no gain at 2 threads, whether it is set before or after
       torch's pool starts), so it pays where a run computes on one thread, as the mini tier's
       jobs do (``threads: 1``). Run-only
