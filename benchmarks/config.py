@@ -85,6 +85,9 @@ def validate(cfg: dict, check_method: bool = True) -> None:
          cfg.get("history_candidates"))
     need(isinstance(cfg.get("flush_denormal", True), bool), "flush_denormal", "must be true or false",
          cfg.get("flush_denormal"))
+    jobs = (cfg.get("tier") or {}).get("jobs", 2)
+    need(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "tier.jobs",
+         "must be an integer >= 1 (jobs at once with the local launcher)", jobs)
     if cfg.get("job", "train") == "train":
         need(isinstance(t.get("epochs"), int) and t["epochs"] >= 1, "train.epochs", "must be an integer >= 1",
              t.get("epochs"))

@@ -224,3 +224,22 @@ def test_set_threads_flushes_denormals_unless_told_not_to():
             assert tiny() == 0.0
     finally:
         torch.set_flush_denormal(False)
+
+
+def test_tier_jobs_must_be_a_positive_integer_and_is_run_only():
+    from benchmarks.config import is_run_only, validate
+
+    validate(config("tier.jobs=3"))
+    for bad in ("0", "-1", "abc"):
+        with pytest.raises(ConfigError, match=r"tier.jobs must be an integer >= 1 .*, got") as info:
+            validate(config(f"tier.jobs={bad}"))
+        assert "\n" not in str(info.value)
+    assert is_run_only("tier.jobs")
+
+
+def test_the_local_launcher_runs_the_tiers_jobs_at_once():
+    """The smoke tier runs a table's jobs one at a time in its own process; mini, two at a time."""
+    for tier, jobs in (("smoke", 1), ("mini", 2), ("full", 2)):
+        with initialize_config_dir(config_dir=str(CONF), version_base="1.3"):
+            cfg = compose("config", overrides=["+table=megaface", f"tier={tier}"], return_hydra_config=True)
+        assert cfg.hydra.launcher.n_jobs == jobs
