@@ -15,13 +15,19 @@ from typing import Any
 IDENTITY = ("table", "tier", "dataset", "method", "seed")
 
 #: keys (dotted; a key covers everything under it) that do not change what a run computes
-RUN_ONLY = ("progress", "verbose", "workers", "threads", "flush_denormal", "tier.jobs", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
+RUN_ONLY = ("progress", "verbose", "reuse", "workers", "threads", "flush_denormal", "tier.jobs", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
             "search.executor", "evolve.array", "evolve.source_results", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
             "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
             "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",
             "dataset.megaface.megaface_noises", "dataset.megaface.facescrub_noises",
             "dataset.megaface.check_images", "dataset.megaface.batch_size", "dataset.megaface.score_batch",
             "dataset.megaface.features_out")
+
+#: keys (dotted) that do not change a single job's numbers, not even in the last bit: its labels in
+#: a table (``table``, ``setting``) and where and how its output is shown. Everything else, the
+#: executor, device, threads and denormal flushing included, is part of :func:`computation`.
+LABEL_ONLY = ("table", "setting", "progress", "verbose", "tier.jobs", "results_dir", "force", "cache_dir", "checkpoint",
+              "reuse")
 
 OPTIMIZERS = ("sgd", "adam")
 SCHEDULES = ("cosine", "step", "constant")
@@ -65,6 +71,23 @@ def resumable(cfg: dict) -> dict:
     return strip(cfg, "")
 
 
+def computation(cfg: dict) -> dict:
+    """What a job computes, bit for bit: its resolved config without :data:`LABEL_ONLY`. Two jobs
+    of different tables with the same computation (and the same code, library versions and CPU,
+    see :func:`benchmarks.results.same_computation`) give the same row but for its labels, e.g.
+    ``market1501``'s ``learn`` and ``ablation_b``'s ``learn`` at ``B=8``."""
+    def strip(d: dict, prefix: str) -> dict:
+        out = {}
+        for k, v in d.items():
+            key = f"{prefix}{k}"
+            if any(key == x or key.startswith(x + ".") for x in LABEL_ONLY):
+                continue
+            out[k] = strip(v, key + ".") if isinstance(v, dict) else v
+        return out
+
+    return strip(cfg, "")
+
+
 # ----------------------------------------------------------------------------- validation
 def validate(cfg: dict, check_method: bool = True) -> None:
     """Fail fast, with one line naming the key, on values no run can use. ``check_method=False``
@@ -85,6 +108,7 @@ def validate(cfg: dict, check_method: bool = True) -> None:
          cfg.get("history_candidates"))
     need(isinstance(cfg.get("flush_denormal", True), bool), "flush_denormal", "must be true or false",
          cfg.get("flush_denormal"))
+    need(isinstance(cfg.get("reuse", True), bool), "reuse", "must be true or false", cfg.get("reuse"))
     jobs = (cfg.get("tier") or {}).get("jobs", 2)
     need(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs >= 1, "tier.jobs",
          "must be an integer >= 1 (jobs at once with the local launcher)", jobs)

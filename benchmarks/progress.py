@@ -51,6 +51,8 @@ def job_line(event: dict) -> str:
         return f"skip: {label}: its row exists (force=true reruns it)"
     if event["status"] == "failed":
         return f"FAILED: {label}: {event.get('error', '')}"
+    if event["status"] == "reused":  # the same computation was a row of another table
+        return f"reused: {label}: the same computation as {event.get('source', '?')} (reuse=false recomputes it)"
     shown = " ".join(f"{k}={v:.4g}" for k, v in (event.get("metrics") or {}).items())
     return f"{label} {shown} ({event.get('seconds', 0):.1f} s)"
 
@@ -76,7 +78,7 @@ class SweepProgress:
     def __init__(self, path: Path, total: int | None, stream=None, interval: float = 0.5, enabled: bool = True):
         self.path, self.total, self.interval, self.enabled = Path(path), total, interval, enabled
         self.stream = stream or sys.stdout
-        self.done = self.computed = self.failed = 0
+        self.done = self.computed = self.failed = self.reused = 0
         self.start = time.monotonic()
         self._offset = 0
         self._stop = threading.Event()
@@ -102,6 +104,7 @@ class SweepProgress:
         self.done += 1
         self.computed += event["status"] == "done"
         self.failed += event["status"] == "failed"
+        self.reused += event["status"] == "reused"
         total = "?" if self.total is None else self.total
         line = f"[{self.done}/{total}] {job_line(event)}"
         if not self.enabled and event["status"] != "failed":
@@ -149,8 +152,10 @@ class SweepProgress:
 
     def summary(self) -> str:
         took = duration(time.monotonic() - self.start)
-        skipped = self.done - self.computed - self.failed
+        skipped = self.done - self.computed - self.failed - self.reused
         parts = [f"{self.computed} run", f"{skipped} skipped (rows exist)"]
+        if self.reused:
+            parts.append(f"{self.reused} reused (the same computation in another table's row)")
         if self.failed:
             parts.append(f"{self.failed} FAILED")
         return f"{self.done} job(s) in {took}: " + ", ".join(parts)

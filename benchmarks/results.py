@@ -226,3 +226,52 @@ def load_rows(results_dir: str | Path) -> list[dict]:
         row["_path"] = str(path)
         rows.append(row)
     return rows
+
+
+#: provenance fields two rows must share to be the same computation besides their config: the
+#: code (a clean checkout of one commit), the libraries and the hardware that ran it
+SAME_CODE = ("git_commit", "versions", "cpu", "gpu", "torch_threads", "world_size")
+
+
+def same_computation(results_dir: str | Path, tier: str, table: str, dataset: str, method: str, seed: int,
+                     config: dict, current: dict) -> Path | None:
+    """A row of *another* table under ``results_dir`` that computed exactly this job, or None.
+
+    Same computation: the same :func:`benchmarks.config.computation` of the config (everything
+    but the row's labels and where output goes: the executor, device, threads and denormal
+    flushing included), and the same code, libraries and hardware (:data:`SAME_CODE`), with
+    neither run from a modified checkout (``git_dirty`` false for both). ``current`` is this
+    job's :func:`provenance`. Such a row is what this job would compute, bit for bit (the runs
+    are deterministic for a seed: REPRODUCE.md, "Resume"); the first in path order is returned."""
+    from .config import computation
+
+    if current.get("git_commit") is None or current.get("git_dirty") is not False:
+        return None
+    want = computation(config)
+    for path in sorted(Path(results_dir).glob(f"{tier}/*/{dataset}/{method}/*/seed={seed}.json")):
+        if path.parts[-5] == table:
+            continue
+        try:
+            row = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue  # a malformed row is report.py's to name; here it is just not a match
+        prov = row.get("provenance") or {}
+        if (prov.get("git_dirty") is False and prov.get("config") is not None
+                and all(prov.get(k) == current.get(k) for k in SAME_CODE)
+                and computation(prov["config"]) == want):
+            return path
+    return None
+
+
+def reused_row(source: Path, results_dir: str | Path, *, ident: dict, config: dict, current: dict) -> dict:
+    """This job's row made from ``source``'s (:func:`same_computation`): its metrics and extra,
+    its provenance of the computation (commit, host, CPU, versions, date and wall time of the run
+    that computed it), with this job's command, overrides and config, and ``reused_from``: the
+    source row (relative to ``results_dir``), its command and the date of the copy."""
+    row = json.loads(Path(source).read_text())
+    prov = dict(row["provenance"])
+    prov["reused_from"] = {"row": str(Path(source).relative_to(results_dir)), "command": prov.get("command"),
+                           "overrides": prov.get("overrides"),
+                           "copied": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+    prov.update(command=current["command"], overrides=current["overrides"], config=config)
+    return make_row(metrics=row["metrics"], provenance=prov, extra=row.get("extra"), **ident)

@@ -99,6 +99,21 @@ def main(cfg: DictConfig) -> None:
         lfs_checkpoint.remove(checkpoint)  # force: start over
         for stale in checkpoint.parent.glob(checkpoint.name + ".tune*"):  # a tuned arm's points
             stale.unlink()
+    if env is None and plain.get("reuse", True) and not plain["force"] and not methods.get(plain["method"]).transfer:
+        current = results.provenance(overrides=overrides)
+        source = results.same_computation(plain["results_dir"], ident["tier"], ident["table"], dataset, plain["method"],
+                                          plain["seed"], plain, current)
+        if source is not None:  # another table's row of the same computation: copied, not recomputed
+            row = results.reused_row(source, plain["results_dir"], ident=ident, config=plain, current=current)
+            if results.history_path(source).exists():
+                lfs_checkpoint.atomic_write(results.history_path(path), results.history_path(source).read_bytes())
+            results.atomic_write_json(path, row)
+            event = {"status": "reused", "label": label, "metrics": row["metrics"], "path": str(path),
+                     "source": row["provenance"]["reused_from"]["row"]}
+            logging.getLogger("benchmarks.progress").info("%s -> %s", progress.job_line(event), path)
+            if not progress.report_job(event):
+                print(progress.job_line(event), flush=True)
+            return
     start = time.perf_counter()
     try:
         metrics, extra, history = runner.run(plain, checkpoint=checkpoint)

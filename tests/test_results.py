@@ -134,3 +134,76 @@ def test_histories_drop_sampled_candidates_by_default_and_compact_rewrites_old_o
         assert results.load_history(r) == results.without_candidates(history)
     assert not legacy.with_name("seed=1.history.json").exists()
     assert results.compact_histories(tmp_path)[0] == 0  # nothing left to compact
+
+
+def _row_with(tmp_path, table, config, **prov):
+    """A finished row of ``table`` (dataset d, method m, seed 0) whose run had ``config``."""
+    provenance = {"git_commit": "abc", "git_dirty": False, "versions": {"torch": "x"}, "cpu": "cpu", "gpu": None,
+                  "torch_threads": 1, "world_size": 1, "command": f"run.py +table={table}", "overrides": [],
+                  "date": "2026-12-01T00:00:00+00:00", "wall_seconds": 9.5, "config": config, **prov}
+    path = results.row_path(tmp_path, "mini", table, "d", "m", config["setting"], 0)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    row = results.make_row(table=table, tier="mini", dataset="d", method="m", setting=config["setting"], seed=0,
+                           metrics={"mAP": 51.25}, provenance=provenance, extra={"model_epochs": 80})
+    results.atomic_write_json(path, row)
+    return path
+
+
+CURRENT = {"git_commit": "abc", "git_dirty": False, "versions": {"torch": "x"}, "cpu": "cpu", "gpu": None,
+           "torch_threads": 1, "world_size": 1, "command": "run.py +table=ablation_b", "overrides": ["search.B=8"]}
+
+
+def _config(table, setting, **search):
+    return {"table": table, "setting": setting, "results_dir": "/somewhere", "progress": True, "force": False,
+            "tier": {"name": "mini", "jobs": 2}, "seed": 0, "method": "m", "dataset": {"name": "d"},
+            "search": {"B": 8, "M": 6, "executor": "vectorized", **search}}
+
+
+def test_a_job_another_table_computed_is_found_whatever_its_labels(tmp_path):
+    source = _row_with(tmp_path, "market1501", _config("market1501", {}))
+    mine = _config("ablation_b", {"B": 8})
+    mine["results_dir"], mine["tier"]["jobs"], mine["progress"] = "/elsewhere", 1, False  # labels and output only
+    found = results.same_computation(tmp_path, "mini", "ablation_b", "d", "m", 0, mine, CURRENT)
+    assert found == source
+    # the copy: this job's labels, command and config; the computation's provenance; where it came from
+    ident = dict(table="ablation_b", tier="mini", dataset="d", method="m", setting={"B": 8}, seed=0)
+    row = results.reused_row(found, tmp_path, ident=ident, config=mine, current=CURRENT)
+    assert row["table"] == "ablation_b" and row["setting"] == {"B": 8} and row["metrics"] == {"mAP": 51.25}
+    assert row["extra"] == {"model_epochs": 80}
+    prov = row["provenance"]
+    assert prov["command"] == CURRENT["command"] and prov["overrides"] == ["search.B=8"] and prov["config"] is mine
+    assert prov["wall_seconds"] == 9.5 and prov["date"] == "2026-12-01T00:00:00+00:00"  # the computation's
+    assert prov["reused_from"]["row"] == "mini/market1501/d/m/default/seed=0.json"
+    assert prov["reused_from"]["command"] == "run.py +table=market1501"
+    # a table never reuses its own rows (those are skipped, or recomputed with force=true)
+    assert results.same_computation(tmp_path, "mini", "market1501", "d", "m", 0, _config("market1501", {}),
+                                    CURRENT) is None
+
+
+@pytest.mark.parametrize("change", ["executor", "B", "commit", "dirty_source", "dirty_here", "cpu", "threads",
+                                    "no_config", "seed"])
+def test_anything_that_can_change_a_bit_prevents_reuse(tmp_path, change):
+    prov = {}
+    if change == "dirty_source":
+        prov["git_dirty"] = True
+    source = _row_with(tmp_path, "market1501", _config("market1501", {}), **prov)
+    if change == "no_config":  # an older row that did not record its config
+        row = json.loads(source.read_text())
+        del row["provenance"]["config"]
+        results.atomic_write_json(source, row)
+    mine, current, seed = _config("ablation_b", {"B": 8}), dict(CURRENT), 0
+    if change == "executor":  # executors agree to rounding, not bit for bit
+        mine["search"]["executor"] = "sequential"
+    elif change == "B":
+        mine["search"]["B"] = 16
+    elif change == "commit":
+        current["git_commit"] = "def"
+    elif change == "dirty_here":
+        current["git_dirty"] = True
+    elif change == "cpu":
+        current["cpu"] = "another cpu"
+    elif change == "threads":
+        current["torch_threads"] = 2
+    elif change == "seed":
+        seed = mine["seed"] = 1
+    assert results.same_computation(tmp_path, "mini", "ablation_b", "d", "m", seed, mine, current) is None

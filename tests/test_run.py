@@ -47,9 +47,46 @@ def test_smoke_table_writes_rows_report_and_skips_existing(tmp_path):
     assert rows[0].stat().st_mtime_ns == before
 
 
+def _clean_checkout() -> bool:
+    out = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                         cwd=ROOT)
+    return out.returncode == 0 and not out.stdout.strip()
+
+
+@pytest.mark.slow
+def test_a_job_another_table_computed_is_reused_and_equals_a_recomputation(tmp_path):
+    """ablation_search's smoke jobs sphere_reid and learn are market1501's (same config but for
+    the table's labels): from a clean checkout they are copied, and a recomputation
+    (reuse=false) gives the same numbers and history, bit for bit."""
+    first = run(["+table=market1501", "tier=smoke"], tmp_path)
+    assert first.returncode == 0, first.stderr[-2000:]
+    out = run(["+table=ablation_search", "tier=smoke", "method=sphere_reid,learn"], tmp_path)
+    assert out.returncode == 0, out.stderr[-2000:]
+    rows = {m: tmp_path / "res" / "smoke" / "ablation_search" / "synthetic_reid_market" / m / "default" / "seed=0.json"
+            for m in ("sphere_reid", "learn")}
+    if not _clean_checkout():  # a modified checkout is never trusted to be the same code: recomputed
+        assert "reused" not in out.stdout
+        assert all("reused_from" not in json.loads(p.read_text())["provenance"] for p in rows.values())
+        return
+    assert out.stdout.count("reused: ") == 2 and "2 reused" in out.stdout
+    again = subprocess.run(RUN + ["+table=ablation_search", "tier=smoke", "method=sphere_reid,learn", "reuse=false",
+                                  f"results_dir={tmp_path / 'recomputed'}", f"hydra.sweep.dir={tmp_path / 'h2'}"],
+                           capture_output=True, text=True, timeout=300, cwd=tmp_path,
+                           env={**os.environ, "LFS_CACHE": str(tmp_path / "cache")})
+    assert again.returncode == 0 and "reused" not in again.stdout
+    for method, path in rows.items():
+        copied = json.loads(path.read_text())
+        source = tmp_path / "res" / "smoke" / "market1501" / "synthetic_reid_market" / method / "default" / "seed=0.json"
+        assert copied["provenance"]["reused_from"]["row"] == str(source.relative_to(tmp_path / "res"))
+        assert copied["table"] == "ablation_search"
+        recomputed = tmp_path / "recomputed" / path.relative_to(tmp_path / "res")
+        assert copied["metrics"] == json.loads(recomputed.read_text())["metrics"]
+        assert results.load_history(path) == results.load_history(recomputed)
+
+
 @pytest.mark.parametrize("override,key", [("search.B=0", "search.B"), ("search.M=0", "search.M"),
                                           ("search.sigma=0", "search.sigma"), ("noise=1.0", "noise"),
-                                          ("noise=-0.1", "noise")])
+                                          ("noise=-0.1", "noise"), ("reuse=maybe", "reuse")])
 def test_config_errors_fail_fast_with_one_line(tmp_path, override, key):
     out = run(["+table=cifar10", "tier=smoke", override], tmp_path, timeout=120)
     assert out.returncode != 0
