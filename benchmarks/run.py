@@ -100,6 +100,7 @@ def main(cfg: DictConfig) -> None:
         for stale in checkpoint.parent.glob(checkpoint.name + ".tune*"):  # a tuned arm's points
             stale.unlink()
     if env is None and plain.get("reuse", True) and not plain["force"] and not methods.get(plain["method"]).transfer:
+        runner.set_threads(plain)  # as the run would: the thread count is part of what must agree
         current = results.provenance(overrides=overrides)
         source = results.same_computation(plain["results_dir"], ident["tier"], ident["table"], dataset, plain["method"],
                                           plain["seed"], plain, current)
