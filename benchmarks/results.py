@@ -157,6 +157,26 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
+#: the files whose content decides what a job computes: the library, the baselines, the harness
+#: and its configs (documents and tests do not)
+CODE_FILES = ("lfs/**/*.py", "baselines/**/*.py", "benchmarks/**/*.py", "benchmarks/**/*.yaml")
+_DIGESTS: dict = {}
+
+
+def code_digest(repo: Path | None = None) -> str:
+    """SHA-256 of the code a job runs (:data:`CODE_FILES`, paths and contents, in path order), as it
+    is on disk now: equal digests mean the same code, committed or not (computed once per process)."""
+    import hashlib
+
+    repo = Path(repo or Path(__file__).resolve().parents[1])
+    if repo not in _DIGESTS:
+        h = hashlib.sha256()
+        for path in sorted({p for pattern in CODE_FILES for p in repo.glob(pattern) if p.is_file()}):
+            h.update(str(path.relative_to(repo)).encode() + b"\0" + path.read_bytes() + b"\0")
+        _DIGESTS[repo] = h.hexdigest()
+    return _DIGESTS[repo]
+
+
 def provenance(overrides: Iterable[str] = (), repo: Path | None = None) -> dict:
     """Everything needed to say how a row was produced (except the wall time, added by the caller)."""
     import numpy
@@ -173,6 +193,7 @@ def provenance(overrides: Iterable[str] = (), repo: Path | None = None) -> dict:
         "overrides": list(overrides),
         "git_commit": commit,
         "git_dirty": None if status is None else bool(status),
+        "code_digest": code_digest(repo),
         "host": socket.gethostname(),
         "cpu": cpu_model(),
         "gpu": gpu,
@@ -229,8 +250,8 @@ def load_rows(results_dir: str | Path) -> list[dict]:
 
 
 #: provenance fields two rows must share to be the same computation besides their config: the
-#: code (a clean checkout of one commit), the libraries and the hardware that ran it
-SAME_CODE = ("git_commit", "versions", "cpu", "gpu", "torch_threads", "world_size")
+#: code (:func:`code_digest`), the libraries and the hardware that ran it
+SAME_CODE = ("code_digest", "versions", "cpu", "gpu", "torch_threads", "world_size")
 
 
 def same_computation(results_dir: str | Path, tier: str, table: str, dataset: str, method: str, seed: int,
@@ -239,13 +260,13 @@ def same_computation(results_dir: str | Path, tier: str, table: str, dataset: st
 
     Same computation: the same :func:`benchmarks.config.computation` of the config (everything
     but the row's labels and where output goes: the executor, device, threads and denormal
-    flushing included), and the same code, libraries and hardware (:data:`SAME_CODE`), with
-    neither run from a modified checkout (``git_dirty`` false for both). ``current`` is this
-    job's :func:`provenance`. Such a row is what this job would compute, bit for bit (the runs
-    are deterministic for a seed: REPRODUCE.md, "Resume"); the first in path order is returned."""
+    flushing included), and the same code, libraries and hardware (:data:`SAME_CODE`; rows
+    written before the code digest was recorded never match). ``current`` is this job's
+    :func:`provenance`. Such a row is what this job would compute, bit for bit (the runs are
+    deterministic for a seed: REPRODUCE.md, "Resume"); the first in path order is returned."""
     from .config import computation
 
-    if current.get("git_commit") is None or current.get("git_dirty") is not False:
+    if not current.get("code_digest"):
         return None
     want = computation(config)
     for path in sorted(Path(results_dir).glob(f"{tier}/*/{dataset}/{method}/*/seed={seed}.json")):
@@ -256,8 +277,7 @@ def same_computation(results_dir: str | Path, tier: str, table: str, dataset: st
         except (OSError, json.JSONDecodeError):
             continue  # a malformed row is report.py's to name; here it is just not a match
         prov = row.get("provenance") or {}
-        if (prov.get("git_dirty") is False and prov.get("config") is not None
-                and all(prov.get(k) == current.get(k) for k in SAME_CODE)
+        if (prov.get("config") is not None and all(prov.get(k) == current.get(k) for k in SAME_CODE)
                 and computation(prov["config"]) == want):
             return path
     return None

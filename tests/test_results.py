@@ -138,7 +138,7 @@ def test_histories_drop_sampled_candidates_by_default_and_compact_rewrites_old_o
 
 def _row_with(tmp_path, table, config, **prov):
     """A finished row of ``table`` (dataset d, method m, seed 0) whose run had ``config``."""
-    provenance = {"git_commit": "abc", "git_dirty": False, "versions": {"torch": "x"}, "cpu": "cpu", "gpu": None,
+    provenance = {"git_commit": "abc", "git_dirty": False, "code_digest": "c0de", "versions": {"torch": "x"}, "cpu": "cpu", "gpu": None,
                   "torch_threads": 1, "world_size": 1, "command": f"run.py +table={table}", "overrides": [],
                   "date": "2026-12-01T00:00:00+00:00", "wall_seconds": 9.5, "config": config, **prov}
     path = results.row_path(tmp_path, "mini", table, "d", "m", config["setting"], 0)
@@ -149,7 +149,7 @@ def _row_with(tmp_path, table, config, **prov):
     return path
 
 
-CURRENT = {"git_commit": "abc", "git_dirty": False, "versions": {"torch": "x"}, "cpu": "cpu", "gpu": None,
+CURRENT = {"git_commit": "abc", "git_dirty": False, "code_digest": "c0de", "versions": {"torch": "x"}, "cpu": "cpu", "gpu": None,
            "torch_threads": 1, "world_size": 1, "command": "run.py +table=ablation_b", "overrides": ["search.B=8"]}
 
 
@@ -157,6 +157,21 @@ def _config(table, setting, **search):
     return {"table": table, "setting": setting, "results_dir": "/somewhere", "progress": True, "force": False,
             "tier": {"name": "mini", "jobs": 2}, "seed": 0, "method": "m", "dataset": {"name": "d"},
             "search": {"B": 8, "M": 6, "executor": "vectorized", **search}}
+
+
+def test_the_code_digest_follows_the_code_and_not_the_documents(tmp_path):
+    (tmp_path / "lfs").mkdir()
+    (tmp_path / "lfs" / "loss.py").write_text("x = 1\n")
+    (tmp_path / "README.md").write_text("docs\n")
+    first = results.code_digest(tmp_path)
+    results._DIGESTS.clear()
+    (tmp_path / "README.md").write_text("other docs\n")
+    assert results.code_digest(tmp_path) == first
+    results._DIGESTS.clear()
+    (tmp_path / "lfs" / "loss.py").write_text("x = 2\n")
+    assert results.code_digest(tmp_path) != first
+    results._DIGESTS.clear()
+    assert len(results.provenance()["code_digest"]) == 64
 
 
 def test_a_job_another_table_computed_is_found_whatever_its_labels(tmp_path):
@@ -180,12 +195,11 @@ def test_a_job_another_table_computed_is_found_whatever_its_labels(tmp_path):
                                     CURRENT) is None
 
 
-@pytest.mark.parametrize("change", ["executor", "B", "commit", "dirty_source", "dirty_here", "cpu", "threads",
-                                    "no_config", "seed"])
+@pytest.mark.parametrize("change", ["executor", "B", "code", "old_row", "torch", "cpu", "threads", "no_config", "seed"])
 def test_anything_that_can_change_a_bit_prevents_reuse(tmp_path, change):
     prov = {}
-    if change == "dirty_source":
-        prov["git_dirty"] = True
+    if change == "old_row":  # written before rows recorded the code digest
+        prov["code_digest"] = None
     source = _row_with(tmp_path, "market1501", _config("market1501", {}), **prov)
     if change == "no_config":  # an older row that did not record its config
         row = json.loads(source.read_text())
@@ -196,10 +210,10 @@ def test_anything_that_can_change_a_bit_prevents_reuse(tmp_path, change):
         mine["search"]["executor"] = "sequential"
     elif change == "B":
         mine["search"]["B"] = 16
-    elif change == "commit":
-        current["git_commit"] = "def"
-    elif change == "dirty_here":
-        current["git_dirty"] = True
+    elif change == "code":
+        current["code_digest"] = "another"
+    elif change == "torch":
+        current["versions"] = {"torch": "y"}
     elif change == "cpu":
         current["cpu"] = "another cpu"
     elif change == "threads":
