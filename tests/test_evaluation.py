@@ -5,6 +5,7 @@ implementations below (pure Python loops / set algebra following the papers' def
 never by the code under test.
 """
 import math
+import warnings
 
 import numpy as np
 import pytest
@@ -549,3 +550,73 @@ def test_megaface_against_brute_force(seed):
     # torch float32 input gives the same rate here (no near-ties in this data)
     assert megaface_rank1(torch.tensor(probes, dtype=torch.float32), torch.tensor(ids),
                           torch.tensor(distractors, dtype=torch.float32)) == pytest.approx(res[1])
+
+
+def torchreid_loop(distmat, q_pids, g_pids, q_camids, g_camids, max_rank=50):
+    """torchreid's ``eval_market1501`` as it is written there: one query at a time (the loop
+    ``eval_market1501`` computed before it did all queries at once)."""
+    num_q, num_g = distmat.shape
+    max_rank = min(max_rank, num_g)
+    indices = np.argsort(distmat, axis=1)
+    matches = (g_pids[indices] == q_pids[:, np.newaxis]).astype(np.int32)
+    all_cmc, all_ap, num_valid_q = [], [], 0.0
+    for q_idx in range(num_q):
+        order = indices[q_idx]
+        remove = (g_pids[order] == q_pids[q_idx]) & (g_camids[order] == q_camids[q_idx])
+        raw_cmc = matches[q_idx][np.invert(remove)]
+        if not np.any(raw_cmc):
+            continue
+        cmc = raw_cmc.cumsum()
+        cmc[cmc > 1] = 1
+        cmc = cmc[:max_rank]
+        if cmc.shape[0] < max_rank:
+            cmc = np.concatenate([cmc, np.full(max_rank - cmc.shape[0], cmc[-1], cmc.dtype)])
+        all_cmc.append(cmc)
+        num_valid_q += 1.0
+        num_rel = raw_cmc.sum()
+        tmp_cmc = raw_cmc.cumsum() / np.arange(1.0, raw_cmc.shape[0] + 1.0)
+        tmp_cmc = tmp_cmc * raw_cmc
+        all_ap.append(tmp_cmc.sum() / num_rel)
+    all_cmc = np.asarray(all_cmc).astype(np.float32)
+    return (all_cmc.sum(0) / num_valid_q).astype(np.float32), float(np.mean(all_ap))
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_eval_market1501_is_torchreids_loop_bit_for_bit(seed):
+    """All queries at once give torchreid's per-query numbers exactly (==, not approx): galleries
+    past numpy's pairwise-summation block (128) and with many matches per query, same-camera
+    removals, queries without a match, ties in the distances, galleries shorter than max_rank."""
+    rng = np.random.default_rng(seed)
+    num_q, num_g = int(rng.integers(1, 60)), int(rng.choice([5, 40, 129, 300, 1100]))
+    ids = int(rng.integers(2, 30))
+    g_pids, q_pids = rng.integers(0, ids, num_g), rng.integers(1, ids + 3, num_q)
+    g_cams, q_cams = rng.integers(0, 4, num_g), rng.integers(0, 4, num_q)
+    q_pids[0], g_pids[0], g_cams[0], q_cams[0] = 1, 1, 0, 1  # at least one valid query
+    dist = rng.random((num_q, num_g)).astype(np.float32)
+    if seed % 3 == 0:  # ties
+        dist = np.round(dist * 8) / 8
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        cmc, mAP = eval_market1501(dist, q_pids, g_pids, q_cams, g_cams, max_rank=50, junk_pid=None)
+    ref_cmc, ref_mAP = torchreid_loop(dist, q_pids, g_pids, q_cams, g_cams, max_rank=50)
+    assert cmc.dtype == ref_cmc.dtype and np.array_equal(cmc, ref_cmc)
+    assert mAP == ref_mAP
+
+
+def test_ranks_by_counting_equal_sorting_or_decline_on_ties():
+    from benchmarks.evaluation.reid import _ranks_by_counting, _ranks_by_sorting
+
+    rng = np.random.default_rng(0)
+    dist = rng.random((30, 200)).astype(np.float32)
+    g_pids, q_pids = rng.integers(0, 20, 200), rng.integers(0, 20, 30)
+    same = g_pids[None, :] == q_pids[:, None]
+    keep = ~(same & (rng.integers(0, 3, (30, 200)) == 0))  # some same-camera removals
+    counted, sorted_ = _ranks_by_counting(dist, same, keep, block=1000), _ranks_by_sorting(dist, same, keep)
+    assert counted is not None and all(np.array_equal(a, b) for a, b in zip(counted, sorted_))
+    # a kept non-match at exactly a true match's distance: the order would be the sort's to pick
+    q, g = np.argwhere(same & keep)[0]
+    other = np.flatnonzero(~same[q] & keep[q])[0]
+    dist[q, other] = dist[q, g]
+    assert _ranks_by_counting(dist, same, keep) is None
+    dist[q, other] = np.nan
+    assert _ranks_by_counting(dist, same, keep) is None
