@@ -2,6 +2,7 @@
 
     lfs-bench list                          tables, tiers, methods and datasets, one line each
     lfs-bench run TABLE [key=value ...]     = python benchmarks/run.py +table=TABLE [key=value ...]
+    lfs-bench run-all [--analysis] [key=value ...]   every paper table (and the analysis tables), 2 at a time
     lfs-bench report [report.py options]    regenerate CSVs, Markdown tables and figures (runs/)
     lfs-bench check [report.py options]     your runs against the published cells / mini reference
 
@@ -45,7 +46,7 @@ def tables() -> dict[str, str]:
 
 def usage() -> str:
     rows = "\n".join(f"  {name:<16} {what}" for name, what in tables().items())
-    return (f"usage: lfs-bench {{list,run,report,check}} ...\n"
+    return (f"usage: lfs-bench {{list,run,run-all,report,check}} ...\n"
             f"       python benchmarks/run.py +table=NAME [tier=mini|smoke|full] [key=value ...]\n\n"
             f"tables:\n{rows}\n\n"
             f"lfs-bench list shows tiers, methods and datasets too; the README explains each table and "
@@ -86,11 +87,15 @@ def main(argv: list[str] | None = None) -> int:
             print(f"error: unknown table {rest[0]!r}; available: {', '.join(tables())}", file=sys.stderr)
             return 2
         return subprocess.call([sys.executable, str(HERE / "run.py"), f"+table={rest[0]}", *rest[1:]])
+    if cmd == "run-all":
+        from benchmarks import run_all
+
+        return run_all.main(rest)
     if cmd in ("report", "check"):
         from benchmarks import report
 
         return report.main((["--check"] if cmd == "check" else []) + rest)
-    print(f"error: unknown command {cmd!r}; use one of list, run, report, check (lfs-bench --help)", file=sys.stderr)
+    print(f"error: unknown command {cmd!r}; use one of list, run, run-all, report, check (lfs-bench --help)", file=sys.stderr)
     return 2
 
 

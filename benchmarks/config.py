@@ -15,7 +15,7 @@ from typing import Any
 IDENTITY = ("table", "tier", "dataset", "method", "seed")
 
 #: keys (dotted; a key covers everything under it) that do not change what a run computes
-RUN_ONLY = ("progress", "verbose", "reuse", "workers", "threads", "flush_denormal", "tier.jobs", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
+RUN_ONLY = ("progress", "verbose", "reuse", "after", "workers", "threads", "flush_denormal", "tier.jobs", "results_dir", "force", "history_candidates", "cache_dir", "checkpoint", "device",
             "search.executor", "evolve.array", "evolve.source_results", "dataset.root", "dataset.megaface.root", "dataset.megaface.templatelists",
             "dataset.megaface.probe_list", "dataset.megaface.distractor_list",
             "dataset.megaface.facescrub_images", "dataset.megaface.megaface_images",
@@ -26,7 +26,7 @@ RUN_ONLY = ("progress", "verbose", "reuse", "workers", "threads", "flush_denorma
 #: keys (dotted) that do not change a single job's numbers, not even in the last bit: its labels in
 #: a table (``table``, ``setting``) and where and how its output is shown. Everything else, the
 #: executor, device, threads and denormal flushing included, is part of :func:`computation`.
-LABEL_ONLY = ("table", "setting", "progress", "verbose", "tier.jobs", "results_dir", "force", "cache_dir", "checkpoint",
+LABEL_ONLY = ("table", "setting", "after", "progress", "verbose", "tier.jobs", "results_dir", "force", "cache_dir", "checkpoint",
               "reuse")
 
 OPTIMIZERS = ("sgd", "adam")

@@ -99,7 +99,8 @@ def main(cfg: DictConfig) -> None:
         lfs_checkpoint.remove(checkpoint)  # force: start over
         for stale in checkpoint.parent.glob(checkpoint.name + ".tune*"):  # a tuned arm's points
             stale.unlink()
-    if env is None and plain.get("reuse", True) and not plain["force"] and not methods.get(plain["method"]).transfer:
+    if (env is None and plain.get("reuse", True) and not plain["force"] and plain.get("job", "train") == "train"
+            and not methods.get(plain["method"]).transfer):  # a transfer reads another table's row: never copied
         runner.set_threads(plain)  # as the run would: the thread count is part of what must agree
         current = results.provenance(overrides=overrides)
         source = results.same_computation(plain["results_dir"], ident["tier"], ident["table"], dataset, plain["method"],

@@ -3,7 +3,7 @@
     python benchmarks/perf/run.py                  # loss, executors, auto (threads 2 and 1), smoke tier
     python benchmarks/perf/run.py --no-smoke       # without the smoke-tier timing (~3 min less)
     python benchmarks/perf/run.py --only smoke     # only the smoke-tier timing
-    python benchmarks/perf/run.py --only mini      # time the mini tier's paper tables (~30 min), then --check them
+    python benchmarks/perf/run.py --only mini      # time the mini tier's paper tables (lfs-bench run-all), then --check them
     python benchmarks/perf/run.py --only mini --with-analysis   # and the analysis tables (ablation_scale, ...)
 
 Writes ``results/perf/cpu.csv`` (one row per measurement: name, case, B, threads, seconds,
@@ -15,8 +15,8 @@ Markdown table for README.md is printed at the end (``--table`` prints it from t
 
 The whole mini tier is not re-run by default (20 minutes): its row is then computed from the
 committed result rows' timestamps (``results/mini``), and says so. ``--only mini`` runs it, as a
-user does (``benchmarks/run.py +table=T`` for every table, one after another, each a fresh process
-with its report), into ``runs/perf-mini`` (replaced), records the measured wall time, and then runs
+user does (``lfs-bench run-all``: every paper table, two at a time, each a fresh process with its
+report), into ``runs/perf-mini`` (replaced), records the measured wall time, and then runs
 ``benchmarks/report.py --results runs/perf-mini --check`` against the committed mini reference:
 its summary goes into the row's note.
 
@@ -48,7 +48,6 @@ SMOKE_CMD = ("{python} benchmarks/run.py +table={table} tier=smoke results_dir={
 
 
 MINI_DIR = "runs/perf-mini"
-MINI_CMD = "{python} benchmarks/run.py +table={table} results_dir=" + MINI_DIR + " progress=false"
 
 
 def list_tables(analysis: bool = True) -> list[str]:
@@ -88,26 +87,41 @@ def time_tables(name: str, template: str, tables: list[str] | None = None, **fmt
 
 
 def mini_tier(analysis: bool = False) -> list[dict]:
-    """Wall time of the mini tier's paper tables (with ``analysis``, of every table):
-    ``benchmarks/run.py +table=T`` for each, one after another, each a fresh process, into
-    ``runs/perf-mini`` (emptied first); then the regression check of those rows against the
-    committed mini reference."""
+    """Wall time of the mini tier's paper tables (with ``analysis``, of every table): one
+    ``lfs-bench run-all`` (two tables at a time, each running its jobs one after another; see
+    :mod:`benchmarks.run_all`) into ``runs/perf-mini`` (emptied first), as a user runs the tier;
+    then the regression check of those rows against the committed mini reference."""
+    import re
     import shutil
 
     shutil.rmtree(ROOT / MINI_DIR, ignore_errors=True)
-    tables = list_tables(analysis)
-    rows, total, failed = time_tables("mini", MINI_CMD, tables)
+    cmd = [sys.executable, "-m", "benchmarks.run_all", *(["--analysis"] if analysis else []), f"results_dir={MINI_DIR}"]
+    shown = "python -m benchmarks.run_all" + (" --analysis" if analysis else "") + f" results_dir={MINI_DIR}"
+    print(f"  mini: {shown} ...", flush=True)
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    total = time.perf_counter() - start
+    print(proc.stdout, flush=True)
+    if proc.returncode != 0:
+        print(proc.stderr[-2000:], file=sys.stderr)
+    rows, failed = [], []
+    for table, seconds, code in re.findall(r"^  (?:done  |FAILED) (\S+) in (\d+) s \(exit (\d+)\)", proc.stdout, re.M):
+        if code != "0":
+            failed.append(table)
+        rows.append(cases.row("mini_tier_table", table, float(seconds), metric="seconds", threads=1, rounds=1,
+                              note=("" if code == "0" else "FAILED: ") + f"{shown}: this table's own process, "
+                                   "while another table ran beside it"))
     target = cases.TARGETS["mini_tier_minutes"] * 60
     check = subprocess.run([sys.executable, "benchmarks/report.py", "--results", MINI_DIR, "--check"], cwd=ROOT,
                            capture_output=True, text=True)
     summary = ([line for line in check.stdout.splitlines() if line.startswith("check:")] or ["check: no summary"])[-1]
     print(check.stdout, flush=True)
+    ok = proc.returncode == 0 and not failed
     rows.append(cases.row("mini_tier_total", "all tables" if analysis else "paper tables", total, "target", target, total / target, 1.0,
                           metric="seconds", threads=1, rounds=1,
-                          meets=(total <= target) and not failed,
-                          note=f"measured: sum over {len(rows)} tables of: "
-                               + MINI_CMD.format(python="python", table="<table>")
-                               + (f"; FAILED: {', '.join(failed)}" if failed else "")
+                          meets=(total <= target) and ok,
+                          note=f"measured: {shown} ({len(rows)} tables, 2 at a time)"
+                               + ("" if ok else f"; FAILED (exit {proc.returncode}): {', '.join(failed)}")
                                + f"; then report.py --results {MINI_DIR} --check: {summary[len('check: '):]}"))
     print(f"  mini tier total: {total:.1f}s ({total / 60:.1f} min; target {target / 60:.0f} min)", flush=True)
     return rows

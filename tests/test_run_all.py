@@ -1,0 +1,80 @@
+"""lfs-bench run-all: every table of a tier, N at a time, in an order that lets tables reuse rows."""
+import json
+import os
+
+import pytest
+
+from benchmarks import cli, run_all
+
+
+def test_schedule_waits_for_after_and_starts_the_longest_ready_table():
+    tables = ["a", "b", "c", "d"]
+    next_ready = run_all.schedule(tables, {"c": ["a"], "d": ["zzz"]}, {"a": 1.0, "b": 5.0, "c": 10.0, "d": 2.0})
+    assert next_ready(set(), set()) == "b"  # c (the longest) waits for a; d's "zzz" is not in the run
+    assert next_ready(set(), {"b"}) == "d"
+    assert next_ready(set(), {"b", "d"}) == "a"
+    assert next_ready(set(), {"a", "b", "d"}) is None  # c: a is running, not finished
+    assert next_ready({"a"}, {"b", "d"}) == "c"
+    assert next_ready({"a", "b", "c", "d"}, set()) is None
+
+
+def test_the_paper_tables_name_existing_tables_in_after():
+    configs = run_all.table_configs()
+    for table, cfg in configs.items():
+        for before in cfg.get("after") or []:
+            assert before in configs and before != table, (table, before)
+
+
+def test_job_seconds_sums_committed_rows_per_table(tmp_path):
+    for table, seconds in (("t1", 2.5), ("t1", 1.0), ("t2", 4.0)):
+        path = tmp_path / "mini" / table / "d" / "m" / "default" / f"seed={int(seconds * 10)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"table": table, "provenance": {"wall_seconds": seconds}}))
+    (tmp_path / "mini" / "t2" / "broken").mkdir()
+    (tmp_path / "mini" / "t2" / "broken" / "seed=0.json").write_text("{not json")
+    assert run_all.job_seconds("mini", tmp_path) == {"t1": 3.5, "t2": 4.0}
+
+
+@pytest.mark.parametrize("argv,what", [(["--tables", "nosuch"], "unknown table 'nosuch'"),
+                                       (["tier"], "'tier' is not a key=value"),
+                                       (["table=cifar10"], "is not a key=value override"),
+                                       (["--at-once", "0"], "--at-once must be")])
+def test_bad_arguments_are_one_line_and_exit_2(argv, what, capsys):
+    assert cli.main(["run-all", *argv]) == 2
+    err = [line for line in capsys.readouterr().err.splitlines() if line.startswith("error:")]
+    assert len(err) == 1 and what in err[0]
+
+
+def test_an_unwritable_results_dir_is_one_line(tmp_path, capsys):
+    blocked = tmp_path / "file"
+    blocked.write_text("")
+    assert run_all.main(["--tables", "figure1", f"results_dir={blocked / 'sub'}"]) == 2
+    assert "cannot write the logs" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_run_all_runs_tables_after_their_sources_and_reuses_their_rows(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LFS_CACHE", str(tmp_path / "cache"))
+    res = tmp_path / "res"
+    code = run_all.main(["--tables", "ablation_m,ablation_b", "tier=smoke", f"results_dir={res}"])
+    out = capsys.readouterr().out
+    assert code == 0, out
+    lines = [line.split()[:2] for line in out.splitlines() if line.startswith("  ")]
+    assert lines.index(["start", "ablation_m"]) > lines.index(["done", "ablation_b"])  # after: [ablation_b]
+    assert "2 of 2 table(s)" in out
+    logs = list((res / "logs" / "smoke" / "run-all").glob("*/ablation_m.log"))
+    assert len(logs) == 1 and "reused" in logs[0].read_text()
+    rows = [json.loads(p.read_text()) for p in (res / "smoke" / "ablation_m").rglob("seed=*.json")]
+    reused = [r for r in rows if "reused_from" in r["provenance"]]
+    assert reused and all(r["provenance"]["reused_from"]["row"].startswith("smoke/ablation_b/") for r in reused)
+
+
+@pytest.mark.slow
+def test_bad_input_in_a_table_stops_the_run_with_exit_2(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("LFS_CACHE", str(tmp_path / "cache"))
+    code = run_all.main(["--tables", "market1501,dukemtmc", "--at-once", "1", "tier=smoke", "search.B=0",
+                         f"results_dir={tmp_path / 'res'}"])
+    out = capsys.readouterr().out
+    assert code == 2
+    assert "FAILED" in out and "not started" in out  # the second table was not started
+    assert not list((tmp_path / "res").rglob("seed=*.json"))
