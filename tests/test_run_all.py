@@ -1,6 +1,5 @@
 """lfs-bench run-all: every table of a tier, N at a time, in an order that lets tables reuse rows."""
 import json
-import os
 
 import pytest
 

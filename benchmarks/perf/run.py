@@ -43,63 +43,20 @@ if str(ROOT) not in sys.path:
 
 from benchmarks.perf import cases  # noqa: E402
 
-SMOKE_CMD = ("{python} benchmarks/run.py +table={table} tier=smoke results_dir={tmp}/results "
-             "hydra.sweep.dir={tmp}/hydra/{table} progress=false")
-
-
 MINI_DIR = "runs/perf-mini"
 
 
-def list_tables(analysis: bool = True) -> list[str]:
-    """Every table config's name; without the analysis tables (``analysis: true`` in the table's
-    YAML: the suite's own studies, not a paper table's analogue) when ``analysis`` is false."""
-    import yaml
-
-    tables = []
-    for path in sorted((ROOT / "benchmarks" / "conf" / "table").glob("*.yaml")):
-        if analysis or not (yaml.safe_load(path.read_text()) or {}).get("analysis", False):
-            tables.append(path.stem)
-    return tables
-
-
-def time_tables(name: str, template: str, tables: list[str] | None = None, **fmt) -> tuple[list[dict], float, list[str]]:
-    """Run ``template`` (a ``benchmarks/run.py`` command with ``{python}`` and ``{table}``, and
-    ``fmt``'s fields) for every table (or ``tables``), one after another, each a fresh process, as a
-    user runs them: ``(one "<name>_table" row per table, total seconds, failed tables)``."""
-    tables = list_tables() if tables is None else tables
-    rows, total, failed = [], 0.0, []
-    for table in tables:
-        cmd = template.format(python=Path(sys.executable).name, table=table, **fmt)
-        print(f"  {name} {table} ...", flush=True)
-        start = time.perf_counter()
-        proc = subprocess.run([sys.executable, *cmd.split()[1:]], cwd=ROOT, capture_output=True, text=True)
-        seconds = time.perf_counter() - start
-        total += seconds
-        ok = proc.returncode == 0
-        print(f"  {name} {table}: {seconds:.1f}s{'' if ok else ' FAILED'}", flush=True)
-        if not ok:
-            failed.append(table)
-            print(proc.stderr[-2000:], file=sys.stderr)
-        shown = template.format(python="python", table=table, **{k: f"${k.upper()}" for k in fmt})
-        rows.append(cases.row(f"{name}_tier_table", table, seconds, metric="seconds", threads=1, rounds=1,
-                              note=("" if ok else "FAILED: ") + shown))
-    return rows, total, failed
-
-
-def mini_tier(analysis: bool = False) -> list[dict]:
-    """Wall time of the mini tier's paper tables (with ``analysis``, of every table): one
-    ``lfs-bench run-all`` (two tables at a time, each running its jobs one after another; see
-    :mod:`benchmarks.run_all`) into ``runs/perf-mini`` (emptied first), as a user runs the tier;
-    then the regression check of those rows against the committed mini reference."""
+def run_all_timed(name: str, args: list[str]) -> tuple[list[dict], float, bool, str]:
+    """Time one ``lfs-bench run-all`` (:mod:`benchmarks.run_all`: the tables two at a time, each
+    running its jobs one after another) with ``args``: ``(one "<name>_tier_table" row per table,
+    total seconds, whether every table succeeded, the command as shown)``."""
     import re
-    import shutil
 
-    shutil.rmtree(ROOT / MINI_DIR, ignore_errors=True)
-    cmd = [sys.executable, "-m", "benchmarks.run_all", *(["--analysis"] if analysis else []), f"results_dir={MINI_DIR}"]
-    shown = "python -m benchmarks.run_all" + (" --analysis" if analysis else "") + f" results_dir={MINI_DIR}"
-    print(f"  mini: {shown} ...", flush=True)
+    shown = " ".join(["python -m benchmarks.run_all", *args])
+    print(f"  {name}: {shown} ...", flush=True)
     start = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run([sys.executable, "-m", "benchmarks.run_all", *args], cwd=ROOT, capture_output=True,
+                          text=True)
     total = time.perf_counter() - start
     print(proc.stdout, flush=True)
     if proc.returncode != 0:
@@ -108,20 +65,28 @@ def mini_tier(analysis: bool = False) -> list[dict]:
     for table, seconds, code in re.findall(r"^  (?:done  |FAILED) (\S+) in (\d+) s \(exit (\d+)\)", proc.stdout, re.M):
         if code != "0":
             failed.append(table)
-        rows.append(cases.row("mini_tier_table", table, float(seconds), metric="seconds", threads=1, rounds=1,
+        rows.append(cases.row(f"{name}_tier_table", table, float(seconds), metric="seconds", threads=1, rounds=1,
                               note=("" if code == "0" else "FAILED: ") + f"{shown}: this table's own process, "
                                    "while another table ran beside it"))
+    return rows, total, proc.returncode == 0 and not failed, shown
+
+
+def mini_tier(analysis: bool = False) -> list[dict]:
+    """Wall time of the mini tier's paper tables (with ``analysis``, of every table): one
+    ``lfs-bench run-all`` into ``runs/perf-mini`` (emptied first), as a user runs the tier; then
+    the regression check of those rows against the committed mini reference."""
+    import shutil
+
+    shutil.rmtree(ROOT / MINI_DIR, ignore_errors=True)
+    rows, total, ok, shown = run_all_timed("mini", [*(["--analysis"] if analysis else []), f"results_dir={MINI_DIR}"])
     target = cases.TARGETS["mini_tier_minutes"] * 60
     check = subprocess.run([sys.executable, "benchmarks/report.py", "--results", MINI_DIR, "--check"], cwd=ROOT,
                            capture_output=True, text=True)
     summary = ([line for line in check.stdout.splitlines() if line.startswith("check:")] or ["check: no summary"])[-1]
     print(check.stdout, flush=True)
-    ok = proc.returncode == 0 and not failed
     rows.append(cases.row("mini_tier_total", "all tables" if analysis else "paper tables", total, "target", target, total / target, 1.0,
-                          metric="seconds", threads=1, rounds=1,
-                          meets=(total <= target) and ok,
-                          note=f"measured: {shown} ({len(rows)} tables, 2 at a time)"
-                               + ("" if ok else f"; FAILED (exit {proc.returncode}): {', '.join(failed)}")
+                          metric="seconds", threads=1, rounds=1, meets=(total <= target) and ok,
+                          note=f"measured: {shown} ({len(rows)} tables, 2 at a time)" + ("" if ok else "; FAILED")
                                + f"; then report.py --results {MINI_DIR} --check: {summary[len('check: '):]}"))
     print(f"  mini tier total: {total:.1f}s ({total / 60:.1f} min; target {target / 60:.0f} min)", flush=True)
     return rows
@@ -145,14 +110,15 @@ def run_pytest(threads: str, extra: list[str]) -> int:
 
 
 def smoke_tier() -> list[dict]:
-    """Wall time of ``benchmarks/run.py +table=T tier=smoke`` for every table, one after another,
-    each a fresh process (as a user runs them), into a scratch folder."""
+    """Wall time of the whole smoke tier, every table (the analysis tables too) as a user runs it:
+    one ``lfs-bench run-all --analysis tier=smoke`` into a scratch folder."""
     with tempfile.TemporaryDirectory(prefix="perf-smoke-") as tmp:
-        rows, total, _ = time_tables("smoke", SMOKE_CMD, tmp=tmp)
+        rows, total, ok, shown = run_all_timed("smoke", ["--analysis", "tier=smoke", f"results_dir={tmp}/results"])
+    shown = shown.replace(tmp, "$TMP")
     target = cases.TARGETS["smoke_tier_minutes"] * 60
     rows.append(cases.row("smoke_tier_total", "all tables", total, "target", target, total / target, 1.0, metric="seconds",
-                          threads=1, rounds=1, note=f"sum over {len(rows)} tables of: " + SMOKE_CMD.format(
-                              python="python", table="<table>", tmp="$TMP")))
+                          threads=1, rounds=1, meets=(total <= target) and ok,
+                          note=f"measured: {shown} ({len(rows)} tables, 2 at a time)" + ("" if ok else "; FAILED")))
     print(f"  smoke tier total: {total:.1f}s ({total / 60:.2f} min; target {target / 60:.0f} min)", flush=True)
     return rows
 
