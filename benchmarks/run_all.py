@@ -18,7 +18,9 @@ first, so that the last table to finish is a short one).
 Each table's own output goes to ``<results_dir>/logs/<tier>/run-all/<date_time>/<table>.log``;
 this command prints one line as each table starts and finishes (with its time and exit code),
 then a summary. Exit code: 0 when every table succeeded; 2 when a table's input could not be used
-(no further table is started: the same key would fail them all); otherwise 1.
+(no further table is started: the same key would fail them all); 130 when interrupted (Ctrl-C:
+the running tables are stopped as by a kill, and the same command resumes them: rows that exist
+are skipped, searches continue from their checkpoints); otherwise 1.
 """
 from __future__ import annotations
 
@@ -79,6 +81,37 @@ def _value(overrides: list[str], key: str, default: str) -> str:
     return default
 
 
+def _loop(tables, at_once, overrides, logs, next_ready, start, running, done, codes) -> None:
+    """Start tables while a slot is free and one is ready; record each one's exit code as it ends."""
+    stop = False
+    while len(done) < len(tables):
+        while not stop and len(running) < at_once:
+            table = next_ready(done, set(running))
+            if table is None:
+                break
+            log = open(logs / f"{table}.log", "w")
+            cmd = [sys.executable, str(HERE / "run.py"), f"+table={table}", "tier.jobs=1", "progress=false",
+                   *overrides]
+            running[table] = (subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT), log, time.monotonic())
+            print(f"  start  {table}", flush=True)
+        if not running:  # nothing left that can start (a table failed with bad input)
+            break
+        time.sleep(0.5)
+        for table, (proc, log, began) in list(running.items()):
+            code = proc.poll()
+            if code is None:
+                continue
+            log.close()
+            del running[table]
+            done.add(table)
+            codes[table] = code
+            took = time.monotonic() - began
+            print(f"  {'done  ' if code == 0 else 'FAILED'} {table} in {took:.0f} s (exit {code}); "
+                  f"{len(done)}/{len(tables)} tables, {time.monotonic() - start:.0f} s elapsed"
+                  + ("" if code == 0 else f"; see {logs / (table + '.log')}"), flush=True)
+            stop = stop or code == 2
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="lfs-bench run-all", description=__doc__.split("\n\n")[0])
     ap.add_argument("--analysis", action="store_true", help="also the analysis tables (analysis: true)")
@@ -118,34 +151,18 @@ def main(argv: list[str] | None = None) -> int:
           f"{logs}", flush=True)
 
     start, running, done, codes = time.monotonic(), {}, set(), {}
-    stop = False
-    while len(done) < len(tables):
-        while not stop and len(running) < args.at_once:
-            table = next_ready(done, set(running))
-            if table is None:
-                break
-            log = open(logs / f"{table}.log", "w")
-            cmd = [sys.executable, str(HERE / "run.py"), f"+table={table}", "tier.jobs=1", "progress=false",
-                   *args.overrides]
-            running[table] = (subprocess.Popen(cmd, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT), log,
-                              time.monotonic())
-            print(f"  start  {table}", flush=True)
-        if not running:  # nothing left that can start (a table failed with bad input)
-            break
-        time.sleep(0.5)
-        for table, (proc, log, began) in list(running.items()):
-            code = proc.poll()
-            if code is None:
-                continue
+    try:
+        _loop(tables, args.at_once, args.overrides, logs, next_ready, start, running, done, codes)
+    except KeyboardInterrupt:
+        for proc, log, _ in running.values():
+            proc.terminate()  # each table stops as after a kill: its finished rows stay, a search keeps its checkpoint
+        for proc, log, _ in running.values():
+            proc.wait()
             log.close()
-            del running[table]
-            done.add(table)
-            codes[table] = code
-            took = time.monotonic() - began
-            print(f"  {'done  ' if code == 0 else 'FAILED'} {table} in {took:.0f} s (exit {code}); "
-                  f"{len(done)}/{len(tables)} tables, {time.monotonic() - start:.0f} s elapsed"
-                  + ("" if code == 0 else f"; see {logs / (table + '.log')}"), flush=True)
-            stop = stop or code == 2
+        print(f"run-all: interrupted with {', '.join(running) or 'no table'} running; the same command resumes "
+              f"(rows that exist are skipped, searches continue from their checkpoints)", file=sys.stderr)
+        return 130
+    total = time.monotonic() - start
     total = time.monotonic() - start
     failed = [t for t, c in codes.items() if c != 0]
     skipped = [t for t in tables if t not in codes]

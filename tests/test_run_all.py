@@ -77,3 +77,22 @@ def test_bad_input_in_a_table_stops_the_run_with_exit_2(tmp_path, capsys, monkey
     assert code == 2
     assert "FAILED" in out and "not started" in out  # the second table was not started
     assert not list((tmp_path / "res").rglob("seed=*.json"))
+
+
+def test_ctrl_c_stops_the_running_tables_and_says_how_to_resume(tmp_path, capsys, monkeypatch):
+    import subprocess
+    import sys
+
+    started = []
+
+    def interrupted(tables, at_once, overrides, logs, next_ready, start, running, done, codes):
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        started.append(proc)
+        running["cifar10"] = (proc, open(logs / "cifar10.log", "w"), 0.0)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(run_all, "_loop", interrupted)
+    assert run_all.main(["--tables", "cifar10", f"results_dir={tmp_path}"]) == 130
+    assert started[0].poll() is not None  # stopped, not left running
+    err = capsys.readouterr().err
+    assert "interrupted with cifar10 running" in err and "the same command resumes" in err
