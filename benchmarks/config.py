@@ -37,8 +37,22 @@ class ConfigError(ValueError):
     """A bad configuration value; the message names the key."""
 
 
+def _covered(key: str, keys: tuple[str, ...]) -> bool:
+    """Whether dotted ``key`` is one of ``keys`` or lies under one."""
+    return any(key == k or key.startswith(k + ".") for k in keys)
+
+
 def is_run_only(key: str) -> bool:
-    return any(key == k or key.startswith(k + ".") for k in RUN_ONLY)
+    return _covered(key, RUN_ONLY)
+
+
+def _without(cfg: dict, keys: tuple[str, ...]) -> dict:
+    """``cfg`` with every dotted key of ``keys`` (and everything under it) removed, at any depth."""
+    def strip(d: dict, prefix: str) -> dict:
+        return {k: strip(v, f"{prefix}{k}.") if isinstance(v, dict) else v
+                for k, v in d.items() if not _covered(f"{prefix}{k}", keys)}
+
+    return strip(cfg, "")
 
 
 def row_setting(setting: dict, raw_setting: dict, overrides: list[str]) -> dict:
@@ -59,16 +73,7 @@ def row_setting(setting: dict, raw_setting: dict, overrides: list[str]) -> dict:
 
 def resumable(cfg: dict) -> dict:
     """The part of a run's config a checkpoint must agree on (:data:`RUN_ONLY` removed)."""
-    def strip(d: dict, prefix: str) -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if is_run_only(key):
-                continue
-            out[k] = strip(v, key + ".") if isinstance(v, dict) else v
-        return out
-
-    return strip(cfg, "")
+    return _without(cfg, RUN_ONLY)
 
 
 def computation(cfg: dict) -> dict:
@@ -76,16 +81,7 @@ def computation(cfg: dict) -> dict:
     of different tables with the same computation (and the same code, library versions and CPU,
     see :func:`benchmarks.results.same_computation`) give the same row but for its labels, e.g.
     ``market1501``'s ``learn`` and ``ablation_b``'s ``learn`` at ``B=8``."""
-    def strip(d: dict, prefix: str) -> dict:
-        out = {}
-        for k, v in d.items():
-            key = f"{prefix}{k}"
-            if any(key == x or key.startswith(x + ".") for x in LABEL_ONLY):
-                continue
-            out[k] = strip(v, key + ".") if isinstance(v, dict) else v
-        return out
-
-    return strip(cfg, "")
+    return _without(cfg, LABEL_ONLY)
 
 
 # ----------------------------------------------------------------------------- validation
