@@ -98,7 +98,8 @@ def _values(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
-def _argument(argv: list[str], key: str) -> str | None:
+def argument(argv: list[str], key: str) -> str | None:
+    """The value of ``key=value`` (also ``+key=`` / ``~key=``) in a command line, or None."""
     for arg in argv:
         k, _, v = arg.partition("=")
         if k.lstrip("+~") == key:
@@ -109,9 +110,9 @@ def _argument(argv: list[str], key: str) -> str | None:
 def run_datasets(argv: list[str]) -> tuple[list[str], str, str]:
     """The datasets a command's jobs can have: its ``dataset=`` values, else the dataset values of
     its table's sweep for its tier, else the default dataset; with the table and tier."""
-    table = _argument(argv, "table") or ""
-    tier = _argument(argv, "tier") or config_defaults()["tier"]
-    given = _argument(argv, "dataset")
+    table = argument(argv, "table") or ""
+    tier = argument(argv, "tier") or config_defaults()["tier"]
+    given = argument(argv, "dataset")
     if given:
         return _values(given), table, tier
     sweep = CONF / "sweep" / f"{table}_{tier}.yaml"

@@ -34,6 +34,8 @@ from pathlib import Path
 
 import yaml
 
+from benchmarks.arguments import argument, config_defaults, default_tree
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TABLES = HERE / "conf" / "table"
@@ -71,14 +73,6 @@ def schedule(tables: list[str], after: dict[str, list[str]], cost: dict[str, flo
         return max(cands, key=lambda t: (cost.get(t, 0.0), -tables.index(t))) if cands else None
 
     return next_ready
-
-
-def _value(overrides: list[str], key: str, default: str) -> str:
-    for o in overrides:
-        k, _, v = o.partition("=")
-        if k.lstrip("+") == key:
-            return v
-    return default
 
 
 def _loop(tables, at_once, overrides, logs, next_ready, start, running, done, codes) -> None:
@@ -136,8 +130,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
     else:
         tables = [t for t, c in configs.items() if args.analysis or not c.get("analysis", False)]
-    tier = _value(args.overrides, "tier", "mini")
-    results_dir = Path(_value(args.overrides, "results_dir", "runs"))
+    tier = argument(args.overrides, "tier") or config_defaults()["tier"]
+    results_dir = Path(argument(args.overrides, "results_dir") or default_tree()["results_dir"])
     logs = results_dir / "logs" / tier / "run-all" / datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
     try:
         logs.mkdir(parents=True, exist_ok=True)
