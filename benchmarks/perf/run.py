@@ -46,13 +46,16 @@ from benchmarks.perf import cases  # noqa: E402
 MINI_DIR = "runs/perf-mini"
 
 
-def run_all_timed(name: str, args: list[str]) -> tuple[list[dict], float, bool, str]:
+def run_all_timed(name: str, args: list[str], scratch: str | None = None) -> tuple[list[dict], float, bool, str]:
     """Time one ``lfs-bench run-all`` (:mod:`benchmarks.run_all`: the tables two at a time, each
     running its jobs one after another) with ``args``: ``(one "<name>_tier_table" row per table,
-    total seconds, whether every table succeeded, the command as shown)``."""
+    total seconds, whether every table succeeded, the command as shown)``. A ``scratch`` folder in
+    the arguments is shown as ``$TMP`` in the rows' notes."""
     import re
 
     shown = " ".join(["python -m benchmarks.run_all", *args])
+    if scratch:
+        shown = shown.replace(scratch, "$TMP")
     print(f"  {name}: {shown} ...", flush=True)
     start = time.perf_counter()
     proc = subprocess.run([sys.executable, "-m", "benchmarks.run_all", *args], cwd=ROOT, capture_output=True,
@@ -113,8 +116,8 @@ def smoke_tier() -> list[dict]:
     """Wall time of the whole smoke tier, every table (the analysis tables too) as a user runs it:
     one ``lfs-bench run-all --analysis tier=smoke`` into a scratch folder."""
     with tempfile.TemporaryDirectory(prefix="perf-smoke-") as tmp:
-        rows, total, ok, shown = run_all_timed("smoke", ["--analysis", "tier=smoke", f"results_dir={tmp}/results"])
-    shown = shown.replace(tmp, "$TMP")
+        rows, total, ok, shown = run_all_timed("smoke", ["--analysis", "tier=smoke", f"results_dir={tmp}/results"],
+                                               scratch=tmp)
     target = cases.TARGETS["smoke_tier_minutes"] * 60
     rows.append(cases.row("smoke_tier_total", "all tables", total, "target", target, total / target, 1.0, metric="seconds",
                           threads=1, rounds=1, meets=(total <= target) and ok,
