@@ -157,7 +157,6 @@ def main(argv: list[str] | None = None) -> int:
               f"(rows that exist are skipped, searches continue from their checkpoints)", file=sys.stderr)
         return 130
     total = time.monotonic() - start
-    total = time.monotonic() - start
     failed = [t for t, c in codes.items() if c != 0]
     skipped = [t for t in tables if t not in codes]
     print(f"run-all: {len(tables) - len(failed) - len(skipped)} of {len(tables)} table(s) in {total:.0f} s "
