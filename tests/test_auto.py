@@ -206,6 +206,44 @@ def test_perf_rows_merge_and_readme_table(tmp_path):
         assert 0 < mini[0]["value_s"] < 3 * 3600
 
 
+def test_tier_runs_are_appended_never_replaced_and_reused_rows_cost_nothing(tmp_path):
+    import csv
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.perf import cases
+    from benchmarks.perf.run import computed_job_seconds
+
+    log = tmp_path / "tier_runs.csv"
+    for total, jobs in ((1650.0, 3100.0), (1878.0, 3530.0)):  # two runs of the same tier: both kept, in order
+        cases.append_run({**cases.row("mini_tier_total", "paper tables", total, "target", 1800.0, total / 1800, 1.0,
+                                      metric="seconds", threads=1, rounds=1), "jobs_s": jobs}, log)
+    with log.open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == cases.RUN_COLUMNS
+    assert [(r["value_s"], r["jobs_s"], r["meets"]) for r in rows] == [("1650", "3100", "True"), ("1878", "3530", "False")]
+    assert rows[0]["commit"] and rows[0]["date"]
+    other = tmp_path / "other.csv"
+    other.write_text("name,value\nx,1\n")
+    with pytest.raises(ValueError, match="does not have the run log's columns"):
+        cases.append_run(rows[0], other)
+    assert other.read_text() == "name,value\nx,1\n"  # refused, not rewritten
+
+    def write(rel, seconds, reused=False):
+        p = tmp_path / "runs" / rel
+        p.parent.mkdir(parents=True, exist_ok=True)
+        prov = {"wall_seconds": seconds, **({"reused_from": {"row": "x"}} if reused else {})}
+        p.write_text(json.dumps({"provenance": prov}))
+
+    write("mini/a/d/m/default/seed=0.json", 10.5)
+    write("mini/a/d/m/default/seed=1.json", 2.0)
+    write("mini/b/d/m/default/seed=0.json", 10.5, reused=True)  # a copy of a's row: no computation
+    (tmp_path / "runs" / "mini/a/d/m/default/seed=2.json").write_text("{not json")  # skipped
+    assert computed_job_seconds(tmp_path / "runs") == 12.5
+
+
 def test_mini_tier_spans_count_the_time_jobs_ran_not_the_days_between():
     import datetime as dt
 

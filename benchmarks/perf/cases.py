@@ -293,6 +293,35 @@ def write_rows(rows: list[dict], path: Path | str | None = None, columns: list[s
     return path
 
 
+#: ``results/perf/tier_runs.csv``: every timed run of a whole tier, one row each, never replaced
+#: (``cpu.csv`` keeps only the latest): how much the same computation's time varies between runs.
+#: ``jobs_s``: the sum of the computed jobs' own times (``wall_seconds``; reused rows excluded);
+#: ``source``: where a row came from when it was not written by the run itself.
+RUN_COLUMNS = COLUMNS + ["jobs_s", "source"]
+
+
+def append_run(row: dict, path: Path | str | None = None) -> Path:
+    """Add one tier timing ``row`` (:func:`row` plus ``jobs_s``) to the run log at ``path``
+    (default ``results/perf/tier_runs.csv``), keeping every earlier row in its order. Written
+    atomically; a file whose header is not :data:`RUN_COLUMNS` is refused (``ValueError``) rather
+    than rewritten."""
+    from lfs.checkpoint import atomic_write
+
+    path = Path(path) if path is not None else RESULTS / "tier_runs.csv"
+    text = path.read_text() if path.exists() else ""
+    if text and text.splitlines()[0].split(",") != RUN_COLUMNS:
+        raise ValueError(f"{path} does not have the run log's columns ({','.join(RUN_COLUMNS)}); move it away")
+    out = io.StringIO(newline="")
+    w = csv.DictWriter(out, fieldnames=RUN_COLUMNS, extrasaction="ignore")
+    if not text:
+        w.writeheader()
+    w.writerow({k: _fmt(row.get(k)) for k in RUN_COLUMNS})
+    if text and not text.endswith("\n"):
+        text += "\n"
+    atomic_write(path, (text + out.getvalue()).encode())
+    return path
+
+
 def _fmt(v) -> str:
     if v is None:
         return ""

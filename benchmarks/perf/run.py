@@ -9,7 +9,9 @@
 Writes ``results/perf/cpu.csv`` (one row per measurement: name, case, B, threads, seconds,
 reference, reference seconds, ratio, target, met, rounds, note, and provenance: commit, dirty
 flag, CPU model, torch and python versions, date, host, command; rows of earlier runs with other
-keys are kept) and ``results/perf/benchmark-cpu.json`` (pytest-benchmark's own record of the
+keys are kept; a new measurement replaces the row of the same one), ``results/perf/tier_runs.csv``
+(every timed run of a whole tier, ``--only mini`` or the smoke tier, appended, never replaced: how
+much the same tier's time varies between runs, with the computed jobs' own seconds) and ``results/perf/benchmark-cpu.json`` (pytest-benchmark's own record of the
 whole suite; a run of a subset, ``-- -k ...``, writes its record to the temporary folder). The
 Markdown table for README.md is printed at the end (``--table`` prints it from the CSV only).
 
@@ -91,8 +93,23 @@ def mini_tier(analysis: bool = False) -> list[dict]:
                           metric="seconds", threads=1, rounds=1, meets=(total <= target) and ok,
                           note=f"measured: {shown} ({len(rows)} tables, 2 at a time)" + ("" if ok else "; FAILED")
                                + f"; then report.py --results {MINI_DIR} --check: {summary[len('check: '):]}"))
+    cases.append_run({**rows[-1], "jobs_s": computed_job_seconds(ROOT / MINI_DIR)})
     print(f"  mini tier total: {total:.1f}s ({total / 60:.1f} min; target {target / 60:.0f} min)", flush=True)
     return rows
+
+
+def computed_job_seconds(results_dir: Path) -> float:
+    """The sum of the computed jobs' own times (``wall_seconds``) of the rows under ``results_dir``;
+    rows copied from another table (``reused_from``) are not counted: they cost no computation."""
+    total = 0.0
+    for path in results_dir.rglob("seed=*.json"):
+        try:
+            prov = json.loads(path.read_text())["provenance"]
+        except (OSError, ValueError, KeyError, TypeError):
+            continue
+        if not prov.get("reused_from"):
+            total += float(prov.get("wall_seconds") or 0.0)
+    return round(total, 1)
 
 
 def benchmark_json(extra: list[str]) -> Path:
@@ -118,10 +135,12 @@ def smoke_tier() -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="perf-smoke-") as tmp:
         rows, total, ok, shown = run_all_timed("smoke", ["--analysis", "tier=smoke", f"results_dir={tmp}/results"],
                                                scratch=tmp)
+        jobs = computed_job_seconds(Path(tmp) / "results")
     target = cases.TARGETS["smoke_tier_minutes"] * 60
     rows.append(cases.row("smoke_tier_total", "all tables", total, "target", target, total / target, 1.0, metric="seconds",
                           threads=1, rounds=1, meets=(total <= target) and ok,
                           note=f"measured: {shown} ({len(rows)} tables, 2 at a time)" + ("" if ok else "; FAILED")))
+    cases.append_run({**rows[-1], "jobs_s": jobs})
     print(f"  smoke tier total: {total:.1f}s ({total / 60:.2f} min; target {target / 60:.0f} min)", flush=True)
     return rows
 
