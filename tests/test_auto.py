@@ -217,9 +217,12 @@ def test_tier_runs_are_appended_never_replaced_and_reused_rows_cost_nothing(tmp_
     from benchmarks.perf.run import computed_job_seconds
 
     log = tmp_path / "tier_runs.csv"
+    before = b""
     for total, jobs in ((1650.0, 3100.0), (1878.0, 3530.0)):  # two runs of the same tier: both kept, in order
         cases.append_run({**cases.row("mini_tier_total", "paper tables", total, "target", 1800.0, total / 1800, 1.0,
                                       metric="seconds", threads=1, rounds=1), "jobs_s": jobs}, log)
+        assert log.read_bytes().startswith(before)  # the earlier rows byte for byte (csv's \r\n kept)
+        before = log.read_bytes()
     with log.open(newline="") as f:
         rows = list(csv.DictReader(f))
     assert list(rows[0]) == cases.RUN_COLUMNS

@@ -308,7 +308,7 @@ def append_run(row: dict, path: Path | str | None = None) -> Path:
     from lfs.checkpoint import atomic_write
 
     path = Path(path) if path is not None else RESULTS / "tier_runs.csv"
-    text = path.read_text() if path.exists() else ""
+    text = path.read_bytes().decode() if path.exists() else ""  # bytes: the rows stay exactly as written
     if text and text.splitlines()[0].split(",") != RUN_COLUMNS:
         raise ValueError(f"{path} does not have the run log's columns ({','.join(RUN_COLUMNS)}); move it away")
     out = io.StringIO(newline="")
@@ -317,7 +317,7 @@ def append_run(row: dict, path: Path | str | None = None) -> Path:
         w.writeheader()
     w.writerow({k: _fmt(row.get(k)) for k in RUN_COLUMNS})
     if text and not text.endswith("\n"):
-        text += "\n"
+        text += "\r\n"  # csv's own line end
     atomic_write(path, (text + out.getvalue()).encode())
     return path
 
