@@ -46,15 +46,19 @@ def table_configs() -> dict[str, dict]:
     return {p.stem: yaml.safe_load(p.read_text()) or {} for p in sorted(TABLES.glob("*.yaml"))}
 
 
-def job_seconds(tier: str, results: Path = ROOT / "results") -> dict[str, float]:
+def job_seconds(tier: str, results: Path = ROOT / "results", computed_only: bool = False) -> dict[str, float]:
     """Per table, the sum of its committed rows' job times (``wall_seconds``) in ``results/<tier>``:
-    the estimate that orders the tables (0 for a table with no committed row)."""
+    the estimate that orders the tables (0 for a table with no committed row). With
+    ``computed_only``, rows copied from another table (``reused_from``) are left out: they cost no
+    computation (``perf/run.py``'s ``jobs_s``)."""
     out: dict[str, float] = {}
     for path in (results / tier).glob("*/**/seed=*.json"):
         if path.name.endswith(".history.json"):
             continue
         try:
             row = json.loads(path.read_text())
+            if computed_only and row["provenance"].get("reused_from"):
+                continue
             out[row["table"]] = out.get(row["table"], 0.0) + float(row["provenance"]["wall_seconds"])
         except (OSError, ValueError, KeyError, TypeError):
             continue

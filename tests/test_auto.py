@@ -238,13 +238,13 @@ def test_tier_runs_are_appended_never_replaced_and_reused_rows_cost_nothing(tmp_
         p = tmp_path / "runs" / rel
         p.parent.mkdir(parents=True, exist_ok=True)
         prov = {"wall_seconds": seconds, **({"reused_from": {"row": "x"}} if reused else {})}
-        p.write_text(json.dumps({"provenance": prov}))
+        p.write_text(json.dumps({"table": rel.split("/")[1], "provenance": prov}))
 
     write("mini/a/d/m/default/seed=0.json", 10.5)
     write("mini/a/d/m/default/seed=1.json", 2.0)
     write("mini/b/d/m/default/seed=0.json", 10.5, reused=True)  # a copy of a's row: no computation
     (tmp_path / "runs" / "mini/a/d/m/default/seed=2.json").write_text("{not json")  # skipped
-    assert computed_job_seconds(tmp_path / "runs") == 12.5
+    assert computed_job_seconds(tmp_path / "runs", "mini") == 12.5
 
 
 def test_mini_tier_spans_count_the_time_jobs_ran_not_the_days_between():

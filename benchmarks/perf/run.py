@@ -93,23 +93,18 @@ def mini_tier(analysis: bool = False) -> list[dict]:
                           metric="seconds", threads=1, rounds=1, meets=(total <= target) and ok,
                           note=f"measured: {shown} ({len(rows)} tables, 2 at a time)" + ("" if ok else "; FAILED")
                                + f"; then report.py --results {MINI_DIR} --check: {summary[len('check: '):]}"))
-    cases.append_run({**rows[-1], "jobs_s": computed_job_seconds(ROOT / MINI_DIR)})
+    cases.append_run({**rows[-1], "jobs_s": computed_job_seconds(ROOT / MINI_DIR, "mini")})
     print(f"  mini tier total: {total:.1f}s ({total / 60:.1f} min; target {target / 60:.0f} min)", flush=True)
     return rows
 
 
-def computed_job_seconds(results_dir: Path) -> float:
-    """The sum of the computed jobs' own times (``wall_seconds``) of the rows under ``results_dir``;
-    rows copied from another table (``reused_from``) are not counted: they cost no computation."""
-    total = 0.0
-    for path in results_dir.rglob("seed=*.json"):
-        try:
-            prov = json.loads(path.read_text())["provenance"]
-        except (OSError, ValueError, KeyError, TypeError):
-            continue
-        if not prov.get("reused_from"):
-            total += float(prov.get("wall_seconds") or 0.0)
-    return round(total, 1)
+def computed_job_seconds(results_dir: Path, tier: str) -> float:
+    """The sum of the computed jobs' own times (``wall_seconds``) of the rows in
+    ``results_dir/<tier>``; rows copied from another table (``reused_from``) cost no computation
+    and are not counted (:func:`benchmarks.run_all.job_seconds`)."""
+    from benchmarks.run_all import job_seconds
+
+    return round(sum(job_seconds(tier, results_dir, computed_only=True).values()), 1)
 
 
 def benchmark_json(extra: list[str]) -> Path:
@@ -135,7 +130,7 @@ def smoke_tier() -> list[dict]:
     with tempfile.TemporaryDirectory(prefix="perf-smoke-") as tmp:
         rows, total, ok, shown = run_all_timed("smoke", ["--analysis", "tier=smoke", f"results_dir={tmp}/results"],
                                                scratch=tmp)
-        jobs = computed_job_seconds(Path(tmp) / "results")
+        jobs = computed_job_seconds(Path(tmp) / "results", "smoke")
     target = cases.TARGETS["smoke_tier_minutes"] * 60
     rows.append(cases.row("smoke_tier_total", "all tables", total, "target", target, total / target, 1.0, metric="seconds",
                           threads=1, rounds=1, meets=(total <= target) and ok,
