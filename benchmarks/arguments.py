@@ -91,6 +91,13 @@ def _lookup(tree: dict, key: str) -> tuple[bool, dict | None, str]:
     return True, None, key
 
 
+def _node(tree: dict, key: str):
+    """The value at ``key`` (dotted) of ``tree``, which holds it (:func:`_lookup` found it)."""
+    for part in key.split("."):
+        tree = tree[part]
+    return tree
+
+
 def _values(value: str) -> list[str]:
     """The values of a sweep ``a,b,c``; other sweep syntax (ranges, globs) is Hydra's to check."""
     if re.search(r"[\[\](){}*]", value):
@@ -170,6 +177,11 @@ def check(argv: list[str]) -> list[str]:
                 group = f" in {where}" if where else ""
                 keys = ", ".join(sorted(node)) if node else "none (not a group)"
                 raise ArgumentError(f"unknown key {key!r}: valid keys{group}: {keys} (lfs-bench list; README)")
+            section = _node(known_tree(), key)
+            if isinstance(section, dict) and section and "~" not in prefix and not value.lstrip().startswith("{"):
+                first = next((k for k in sorted(section) if not isinstance(section[k], dict)), sorted(section)[0])
+                raise ArgumentError(f"{key} is a group of keys ({', '.join(sorted(section))}), not a value: set one of "
+                                    f"them, e.g. {key}.{first}=... (lfs-bench list; README)")
             if not _lookup(here, key)[0]:
                 owners = [p.stem for p in sorted((CONF / "dataset").glob("*.yaml")) if _lookup(_load(p), key)[0]]
                 where = f"+table={table} at tier={tier}" if table else f"tier={tier}"

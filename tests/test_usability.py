@@ -155,6 +155,16 @@ def test_unknown_keys_are_refused_with_the_valid_ones(tmp_path, override):
     assert " B," in line and "sigma" in line  # the group's keys, so the fix is obvious
 
 
+@pytest.mark.parametrize("override,example", [("model=mlp", "model.name=..."), ("search=1", "search.B=...")])
+def test_a_value_for_a_group_of_keys_is_refused_with_its_keys(tmp_path, override, example):
+    """``model=mlp`` replaced the model's keys with a string; the job then failed deep inside with
+    an AttributeError asking to be reported."""
+    out = run(["+table=cifar10", "tier=smoke", override], tmp_path, timeout=60)
+    key = override.split("=")[0]
+    line = assert_refused(out, tmp_path, 2, f"{key} is a group of keys (", "not a value", example)
+    assert "AttributeError" not in out.stderr
+
+
 @pytest.mark.parametrize("override,needle", [("tier=huge", "unknown tier 'huge' (tier=...); valid: full, mini, smoke"),
                                              ("dataset=market", "unknown dataset 'market'"),
                                              ("method=lern", "unknown method 'lern'")])
