@@ -12,8 +12,10 @@ report: another table is computing. Every ``key=value`` goes to every table (``t
 Order (our choice; it changes how long the tier takes, never a row): a table starts once the
 tables its YAML names in ``after`` have finished, when they are part of the run (their rows are
 the ones it reuses, ``reuse``, or reads, the transfers); among the tables ready to start, the one
-whose rows in the committed ``results/<tier>`` took the most job time goes first (the longest
-first, so that the last table to finish is a short one).
+that heads the longest chain of job time goes first: its own, plus that of the longest chain of
+tables waiting for it (critical-path list scheduling, the longest first where none waits, so that
+the last table to finish is a short one), from the computed rows (not the reused copies) of the
+committed ``results/<tier>``.
 
 Each table's own output goes to ``<results_dir>/logs/<tier>/run-all/<date_time>/<table>.log``;
 this command prints one line as each table starts and finishes (with its time and exit code),
@@ -67,14 +69,26 @@ def job_seconds(tier: str, results: Path = ROOT / "results", computed_only: bool
 
 def schedule(tables: list[str], after: dict[str, list[str]], cost: dict[str, float]):
     """The order the tables become ready in: ``next_ready(done, running)`` -> the table to start
-    now, or None. Ready: every table of ``after[t]`` that is in ``tables`` has finished."""
+    now, or None. Ready: every table of ``after[t]`` that is in ``tables`` has finished. Among
+    the ready tables, the one that heads the longest chain of work goes first: its own ``cost``
+    plus the longest chain of the tables that wait for it (critical-path list scheduling; the
+    longest table first where no table waits)."""
+    waiting = {t: [u for u in tables if t in (after.get(u) or [])] for t in tables}
+    chain: dict[str, float] = {}
+
+    def length(t: str, seen: frozenset = frozenset()) -> float:
+        if t not in chain:
+            below = [length(u, seen | {t}) for u in waiting[t] if u not in seen | {t}]  # a cycle: never ready anyway
+            chain[t] = cost.get(t, 0.0) + max(below, default=0.0)
+        return chain[t]
+
     def ready(done: set, running: set) -> list[str]:
         return [t for t in tables if t not in done and t not in running
                 and all(d in done for d in after.get(t, []) if d in tables)]
 
     def next_ready(done: set, running: set) -> str | None:
         cands = ready(done, running)
-        return max(cands, key=lambda t: (cost.get(t, 0.0), -tables.index(t))) if cands else None
+        return max(cands, key=lambda t: (length(t), cost.get(t, 0.0), -tables.index(t))) if cands else None
 
     return next_ready
 
@@ -144,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
               f"folder", file=sys.stderr)
         return 2
     after = {t: list(configs[t].get("after") or []) for t in tables}
-    next_ready = schedule(tables, after, job_seconds(tier))
+    next_ready = schedule(tables, after, job_seconds(tier, computed_only=True))
     print(f"run-all: {len(tables)} table(s) of the {tier} tier, {args.at_once} at a time; each table's output in "
           f"{logs}", flush=True)
 
