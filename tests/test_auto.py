@@ -188,6 +188,7 @@ def test_perf_suite_runs_quickly_and_writes_rows_with_provenance(tmp_path):
 
 
 def test_perf_rows_merge_and_readme_table(tmp_path):
+    import csv
     import sys
     from pathlib import Path
 
@@ -201,6 +202,16 @@ def test_perf_rows_merge_and_readme_table(tmp_path):
     cases.write_rows([cases.row("loss_vs_cross_entropy", "128x10", 3e-4, "ce", 1e-4, 3.5, 3.0, threads=2)], path)
     table = markdown(path, threads="2")
     assert "| 3.50 | **no** |" in table and "1.5 min" in table and "not run" in table
+    # a tier timing's per-table rows replace the older run's as a set: a table no longer timed keeps no row
+    def table_row(name, seconds):
+        return cases.row("mini_tier_table", name, seconds, metric="seconds", threads=1, rounds=1)
+
+    cases.write_rows([table_row("cifar10", 1500.0), table_row("ablation_sigma", 200.0)], path, replace=("mini_tier_table",))
+    cases.write_rows([table_row("cifar10", 1590.0), table_row("megaface", 1337.0)], path, replace=("mini_tier_table",))
+    with path.open(newline="") as f:
+        kept = {(r["name"], r["case"]): float(r["value_s"]) for r in csv.DictReader(f)}
+    assert {c: v for (n, c), v in kept.items() if n == "mini_tier_table"} == {"cifar10": 1590.0, "megaface": 1337.0}
+    assert ("loss_vs_cross_entropy", "128x10") in kept and ("smoke_tier_total", "all tables") in kept  # others stay
     mini = mini_tier_from_rows()
     if mini:  # the committed mini-tier rows (some tables gained rows on a later day): hours, not days
         assert 0 < mini[0]["value_s"] < 3 * 3600

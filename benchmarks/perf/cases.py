@@ -269,10 +269,13 @@ def _key(r: dict) -> tuple:
     return (r["name"], r["case"], str(r.get("B") or ""), str(r.get("threads") or ""))
 
 
-def write_rows(rows: list[dict], path: Path | str | None = None, columns: list[str] = COLUMNS) -> Path:
+def write_rows(rows: list[dict], path: Path | str | None = None, columns: list[str] = COLUMNS,
+               replace: tuple[str, ...] = ()) -> Path:
     """Merge ``rows`` into the CSV at ``path`` (default ``results/perf/cpu.csv``) with ``columns``
     (``gpu.py``: :data:`GPU_COLUMNS`): a row replaces the previous one of the same (name, case, B,
-    threads); the others stay (columns an older file lacks are left empty). Written atomically
+    threads); the others stay (columns an older file lacks are left empty), except the rows named
+    in ``replace``, which ``rows`` replace as a set (a tier timing's per-table rows: a table no
+    longer in the run keeps no row of an older run). Written atomically
     (:func:`lfs.checkpoint.atomic_write`)."""
     from lfs.checkpoint import atomic_write
 
@@ -281,7 +284,8 @@ def write_rows(rows: list[dict], path: Path | str | None = None, columns: list[s
     if path.exists():
         with path.open(newline="") as f:
             for r in csv.DictReader(f):
-                old[_key(r)] = {k: r.get(k) or "" for k in columns}
+                if r["name"] not in replace:
+                    old[_key(r)] = {k: r.get(k) or "" for k in columns}
     for r in rows:
         old[_key(r)] = {k: _fmt(r.get(k)) for k in columns}
     out = io.StringIO(newline="")

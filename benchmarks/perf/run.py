@@ -282,9 +282,9 @@ def main(argv: list[str] | None = None) -> int:
         rc = run_pytest(args.threads, args.pytest_args)
         cases.write_rows(mini_tier_from_rows())
     if args.only == "mini":
-        cases.write_rows(mini_tier(args.with_analysis))
+        cases.write_rows(mini_tier(args.with_analysis), replace=("mini_tier_table",))  # this run's tables only
     if args.only == "smoke" or (args.only is None and not args.no_smoke):
-        cases.write_rows(smoke_tier())
+        cases.write_rows(smoke_tier(), replace=("smoke_tier_table",))
     print(f"perf: done in {time.perf_counter() - start:.0f}s; figures in {cases.RESULTS / 'cpu.csv'}\n")
     print(markdown())
     return rc
