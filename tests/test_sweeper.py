@@ -1,5 +1,6 @@
 """The suite's Hydra sweeper (hydra_plugins/lfs_bench_sweeper): Hydra's basic sweeper whose check
 before launch composes one job per swept value (``covering``) instead of every job."""
+import sys
 from pathlib import Path
 
 import pytest
@@ -58,7 +59,12 @@ class RecordingLoader:
 
 
 def sweeper_with(loader) -> LfsBenchSweeper:
-    sweeper = LfsBenchSweeper(max_batch_size=None, params=None)
+    # the class as Hydra instantiates it: Hydra's plugin scan (once per process, at the first
+    # compose) re-executes every plugin module in place, its own basic_sweeper included, so a class
+    # imported before the scan subclasses a stale BasicSweeper
+    Plugins.instance()
+    cls = sys.modules["hydra_plugins.lfs_bench_sweeper.sweeper"].LfsBenchSweeper
+    sweeper = cls(max_batch_size=None, params=None)
     sweeper.hydra_context, sweeper.config_loader, sweeper.config = None, loader, {"any": "config"}
     return sweeper
 
