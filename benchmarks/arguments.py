@@ -80,22 +80,15 @@ def choices(group: str) -> list[str]:
     return sorted(p.stem for p in (CONF / group).glob("*.yaml"))
 
 
-def _lookup(tree: dict, key: str) -> tuple[bool, dict | None, str]:
-    """(found, the deepest dict reached, the path to it)."""
+def _lookup(tree: dict, key: str) -> tuple[bool, object, str]:
+    """(found, the value at ``key`` if found, else the deepest dict reached, the path to it)."""
     node, path = tree, []
     for part in key.split("."):
         if not isinstance(node, dict) or part not in node:
             return False, node if isinstance(node, dict) else None, ".".join(path)
         node = node[part]
         path.append(part)
-    return True, None, key
-
-
-def _node(tree: dict, key: str):
-    """The value at ``key`` (dotted) of ``tree``, which holds it (:func:`_lookup` found it)."""
-    for part in key.split("."):
-        tree = tree[part]
-    return tree
+    return True, node, key
 
 
 def _values(value: str) -> list[str]:
@@ -177,10 +170,9 @@ def check(argv: list[str]) -> list[str]:
                 group = f" in {where}" if where else ""
                 keys = ", ".join(sorted(node)) if node else "none (not a group)"
                 raise ArgumentError(f"unknown key {key!r}: valid keys{group}: {keys} (lfs-bench list; README)")
-            section = _node(known_tree(), key)
-            if isinstance(section, dict) and section and "~" not in prefix and not value.lstrip().startswith("{"):
-                first = next((k for k in sorted(section) if not isinstance(section[k], dict)), sorted(section)[0])
-                raise ArgumentError(f"{key} is a group of keys ({', '.join(sorted(section))}), not a value: set one of "
+            if isinstance(node, dict) and node and "~" not in prefix and not value.lstrip().startswith("{"):
+                first = next((k for k in sorted(node) if not isinstance(node[k], dict)), sorted(node)[0])
+                raise ArgumentError(f"{key} is a group of keys ({', '.join(sorted(node))}), not a value: set one of "
                                     f"them, e.g. {key}.{first}=... (lfs-bench list; README)")
             if not _lookup(here, key)[0]:
                 owners = [p.stem for p in sorted((CONF / "dataset").glob("*.yaml")) if _lookup(_load(p), key)[0]]

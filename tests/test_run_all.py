@@ -36,7 +36,7 @@ def simulate(next_ready, tables, took, at_once=2):
 def test_a_short_table_that_others_wait_for_starts_before_a_longer_one():
     """The 2026-12-02 run of the eight paper tables (each table's seconds as it ran): the old rule,
     the longest ready table first, started dukemtmc (133 s) before ablation_b (144 s), which
-    ablation_search and then market1501 wait for, and the run ended at 1,833 s, as measured;
+    ablation_search and then market1501 wait for, and the run ended at 1,833 s;
     heading the longest chain first ends at 1,747 s (their 3,489 s over two lanes: 1,744.5 at best)."""
     took = {"cifar10": 1593, "megaface": 1376, "dukemtmc": 133, "ablation_b": 144, "ablation_search": 170,
             "ablation_m": 52, "market1501": 11, "figure1": 10}
@@ -54,6 +54,23 @@ def test_a_short_table_that_others_wait_for_starts_before_a_longer_one():
     assert simulate(longest_ready_first, tables, took) == 1834  # measured: 1,833 s (table times rounded)
     assert simulate(run_all.schedule(tables, after, computed), tables, took) == 1747
     assert simulate(run_all.schedule(tables, after, took), tables, took) == 1747  # as with exact estimates
+
+
+def test_the_paper_tables_name_existing_tables_in_after():
+    configs = run_all.table_configs()
+    for table, cfg in configs.items():
+        for before in cfg.get("after") or []:
+            assert before in configs and before != table, (table, before)
+
+
+def test_job_seconds_sums_committed_rows_per_table(tmp_path):
+    for table, seconds in (("t1", 2.5), ("t1", 1.0), ("t2", 4.0)):
+        path = tmp_path / "mini" / table / "d" / "m" / "default" / f"seed={int(seconds * 10)}.json"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps({"table": table, "provenance": {"wall_seconds": seconds}}))
+    (tmp_path / "mini" / "t2" / "broken").mkdir()
+    (tmp_path / "mini" / "t2" / "broken" / "seed=0.json").write_text("{not json")
+    assert run_all.job_seconds("mini", tmp_path) == {"t1": 3.5, "t2": 4.0}
 
 
 @pytest.mark.parametrize("argv,what", [(["--tables", "nosuch"], "unknown table 'nosuch'"),
